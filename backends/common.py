@@ -1,0 +1,164 @@
+"""What every backend shares: the registry, conv-BN-leaky blocks, weight files.
+
+A backend is a feature extractor: a Keras model from RGB 0..255 images to a
+stride-32 feature map, normalising its own input. Register one with
+`@register_backend("Name")` on a subclass of `Backend`.
+"""
+
+import os
+import warnings
+
+import h5py
+import keras
+import numpy as np
+
+from custom_layers import Normalization
+
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEIGHTS_DIR = os.path.join(PROJECT_DIR, "weights")
+
+BACKENDS = {}
+
+
+def register_backend(name):
+    def decorator(cls):
+        cls.name = name
+        BACKENDS[name.lower()] = cls
+        return cls
+
+    return decorator
+
+
+def get_backend(name, **options):
+    try:
+        cls = BACKENDS[name.lower()]
+    except KeyError:
+        known = ", ".join(sorted(c.name for c in BACKENDS.values()))
+        raise ValueError(f"Unknown backend {name!r}. Known backends: {known}.") from None
+    return cls(**options)
+
+
+class Backend:
+    """Base class. Subclasses set the class attributes and implement `features`."""
+
+    name = None
+    weights_file = None  # default file name under weights/
+    # Normalization(scale, offset, bgr) parameters mapping 0..255 RGB to the net's input.
+    scale = 1.0 / 255.0
+    offset = 0.0
+    bgr = False
+
+    def features(self, x):
+        """Maps the normalised image tensor to the stride-32 feature tensor."""
+        raise NotImplementedError
+
+    def build(self, input_shape):
+        image = keras.Input(shape=input_shape, name="input_image")
+        x = Normalization(self.scale, self.offset, self.bgr, name="normalize")(image)
+        model = keras.Model(image, self.features(x), name=self.model_name)
+        if model.output.shape[1] is None or input_shape[0] // model.output.shape[1] != 32:
+            raise ValueError(f"{self.name} backend must reduce the input 32 times, got {model.output.shape}")
+        return model
+
+    @property
+    def model_name(self):
+        return self.name.lower().replace(" ", "_") + "_backend"
+
+    def default_weights_path(self):
+        return os.path.join(WEIGHTS_DIR, self.weights_file)
+
+
+def conv_bn_leaky(x, filters, kernel_size, index, strides=1):
+    """Darknet's [convolutional] block with batch_normalize=1 and leaky (0.1) activation.
+
+    Layer names follow keras-yolo2 (`conv_<i>`, `norm_<i>`) so weight files match.
+    """
+    x = keras.layers.Conv2D(
+        filters, kernel_size, strides=strides, padding="same", use_bias=False, name=f"conv_{index}"
+    )(x)
+    x = keras.layers.BatchNormalization(name=f"norm_{index}")(x)
+    return keras.layers.LeakyReLU(negative_slope=0.1)(x)
+
+
+def maxpool(x, stride=2):
+    return keras.layers.MaxPooling2D(pool_size=2, strides=stride, padding="same")(x)
+
+
+def h5_layer_name(name):
+    """Keras 3 forbids '/' in layer names; Keras 2 files use it (fire2/squeeze1x1)."""
+    return name.replace("/", "_")
+
+
+def load_backend_weights(model, path):
+    """Loads a Keras 2 style HDF5 weights file by layer name into `model`.
+
+    That is the layout of keras-yolo2's `*_backend.h5`, Keras applications'
+    `*_notop.h5` files, and the files this project writes. Every layer of
+    `model` that has weights must be found in the file with the same shapes.
+    """
+    layers = {h5_layer_name(layer.name): layer for layer in _layers_with_weights(model)}
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        file_layers = {}
+        for name in group.attrs.get("layer_names", list(group.keys())):
+            name = name.decode() if isinstance(name, bytes) else name
+            g = group[name]
+            names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs.get("weight_names", [])]
+            if names:
+                file_layers[h5_layer_name(name)] = [np.asarray(g[n]) for n in names]
+    missing = sorted(set(layers) - set(file_layers))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"{path}: does not hold weights for {len(missing)} layer(s) of the {model.name} "
+            f"model ({shown}). Is it the backend file for this backend?"
+        )
+    for name, layer in layers.items():
+        arrays = file_layers[name]
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [a.shape for a in arrays] != expected:
+            raise ValueError(
+                f"{path}: layer {name} has weights of shapes {[a.shape for a in arrays]} "
+                f"but the model expects {expected}."
+            )
+        layer.set_weights(arrays)
+    return len(layers)
+
+
+def save_backend_weights(model, path):
+    """Writes `model`'s weights in the Keras 2 HDF5 layout that load_backend_weights reads."""
+    tmp = path + ".tmp"
+    with h5py.File(tmp, "w") as f:
+        layers = _layers_with_weights(model)
+        f.attrs["layer_names"] = [layer.name.encode() for layer in layers]
+        f.attrs["backend"] = b"tensorflow"
+        for layer in layers:
+            g = f.create_group(layer.name)
+            names = [f"{layer.name}/{w.name}:0".encode() for w in layer.weights]
+            g.attrs["weight_names"] = names
+            for name, value in zip(names, layer.get_weights()):
+                g.create_dataset(name.decode(), data=value)
+    os.replace(tmp, path)
+
+
+def _layers_with_weights(model):
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found.extend(_layers_with_weights(layer))
+        elif layer.weights:
+            found.append(layer)
+    return found
+
+
+def load_default_weights(backend, model, path=None):
+    """Loads the backend's weights file if present; returns the path loaded or None."""
+    path = path or backend.default_weights_path()
+    if not os.path.exists(path):
+        warnings.warn(
+            f"{backend.name}: no pretrained backend weights at {path}; the backend is randomly initialised.",
+            stacklevel=2,
+        )
+        return None
+    load_backend_weights(model, path)
+    return path

@@ -1,0 +1,105 @@
+"""Finding the data a config points at: the VOC2012 layout, folder pairs, the embedded demo."""
+
+import os
+
+import numpy as np
+
+from demo_data import ensure_demo_dataset
+from preprocessing import ParseReport, check_label_counts, parse_annotation
+
+VOC2012_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
+DEMO_COMMAND = "python main.py --config configs/demo.json"
+
+
+class DatasetNotFound(Exception):
+    """Raised with a message meant for the user, printed without a traceback."""
+
+
+def _missing(what, path, hint):
+    return DatasetNotFound(
+        f"{what} not found: {os.path.abspath(path)}\n{hint}\n"
+        f"To try the tool without downloading anything, run the embedded demo:\n  {DEMO_COMMAND}"
+    )
+
+
+def read_split(voc_dir, split):
+    path = os.path.join(voc_dir, "ImageSets", "Main", f"{split}.txt")
+    if not os.path.exists(path):
+        raise _missing(f"VOC image set '{split}'", path, voc_hint(voc_dir))
+    with open(path) as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def voc_hint(voc_dir):
+    parent = os.path.dirname(os.path.dirname(os.path.abspath(voc_dir))) or "."
+    return (
+        "PASCAL VOC2012 is expected in its standard layout: "
+        "VOCdevkit/VOC2012/{JPEGImages,Annotations,ImageSets/Main/train.txt,val.txt}.\n"
+        f"Get it with:\n  wget {VOC2012_URL}\n  tar -xf VOCtrainval_11-May-2012.tar -C {parent}\n"
+        "or point train.voc_dir in your config at your copy (or use train_image_folder / train_annot_folder)."
+    )
+
+
+def load_voc2012(voc_dir, split, labels, report):
+    if not os.path.isdir(os.path.join(voc_dir, "Annotations")):
+        raise _missing("PASCAL VOC2012", voc_dir, voc_hint(voc_dir))
+    names = read_split(voc_dir, split)
+    instances, _ = parse_annotation(
+        os.path.join(voc_dir, "Annotations"),
+        os.path.join(voc_dir, "JPEGImages"),
+        labels,
+        ann_files=[n + ".xml" for n in names],
+        report=report,
+    )
+    return instances
+
+
+def load_folders(img_dir, ann_dir, labels, report):
+    for path, what in ((ann_dir, "Annotation folder"), (img_dir, "Image folder")):
+        if not os.path.isdir(path):
+            raise _missing(what, path, "Check train/valid *_folder paths in your config.")
+    instances, _ = parse_annotation(ann_dir, img_dir, labels, report=report)
+    return instances
+
+
+def split_train_valid(instances, fraction=0.8, seed=0):
+    """Seeded 80/20 split for when no validation set is configured."""
+    order = np.random.default_rng(seed).permutation(len(instances))
+    cut = int(round(len(instances) * fraction))
+    return [instances[i] for i in order[:cut]], [instances[i] for i in order[cut:]]
+
+
+def label_counts(instances):
+    counts = {}
+    for instance in instances:
+        for obj in instance["object"]:
+            counts[obj["name"]] = counts.get(obj["name"], 0) + 1
+    return counts
+
+
+def load_datasets(config):
+    """-> (train instances, validation instances, reports) for a full config dict."""
+    train, valid, labels = config["train"], config["valid"], config["model"]["labels"]
+    if train.get("demo_dataset"):
+        ensure_demo_dataset(train["demo_dataset"])
+    reports = {"train": ParseReport(), "valid": ParseReport()}
+    if train.get("train_annot_folder"):
+        train_set = load_folders(train["train_image_folder"], train["train_annot_folder"], labels, reports["train"])
+        valid_set = []
+        if valid.get("valid_annot_folder"):
+            valid_set = load_folders(valid["valid_image_folder"], valid["valid_annot_folder"], labels, reports["valid"])
+    elif train.get("voc_dir"):
+        train_set = load_voc2012(train["voc_dir"], train.get("train_split", "train"), labels, reports["train"])
+        valid_set = load_voc2012(train["voc_dir"], valid.get("valid_split", "val"), labels, reports["valid"])
+    else:
+        raise DatasetNotFound(
+            "No dataset configured: set train.voc_dir (VOC2012 layout) or "
+            f"train.train_image_folder and train.train_annot_folder.\nDemo: {DEMO_COMMAND}"
+        )
+    if not train_set:
+        raise DatasetNotFound(f"No usable training images with labels {labels}.\n{reports['train'].summary()}")
+    check_label_counts(labels, label_counts(train_set), "training set")
+    if not valid_set:
+        train_set, valid_set = split_train_valid(train_set, seed=config["train"].get("seed", 0))
+        print(f"No validation set configured: using a seeded 80/20 split ({len(train_set)} / {len(valid_set)} images).")
+    return train_set, valid_set, reports

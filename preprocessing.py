@@ -1,0 +1,359 @@
+"""Data: VOC XML parsing, image decoding, darknet-style augmentation, target encoding, batching.
+
+Each stage is its own function (decode_image, augment / resize_for_network,
+encode_targets) so a faster pipeline can replace one without the others.
+Boxes travel as float arrays (N, 4) of xmin, ymin, xmax, ymax.
+"""
+
+import math
+import os
+import warnings
+import xml.etree.ElementTree as ET
+from collections import Counter
+from dataclasses import dataclass, field
+
+import cv2
+import keras
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass
+class ParseReport:
+    """Counts of what parsing skipped or fixed, so one bad file never stops a run."""
+
+    files: int = 0
+    skipped_files: list = field(default_factory=list)  # (path, reason)
+    clipped_boxes: int = 0
+    dropped_boxes: int = 0  # zero area after clipping
+    unknown_labels: Counter = field(default_factory=Counter)
+    difficult: int = 0
+    too_many_boxes: int = 0  # images with more objects than max_box_per_image
+
+    def summary(self):
+        lines = [f"{self.files} annotation files read"]
+        if self.skipped_files:
+            lines.append(f"{len(self.skipped_files)} skipped:")
+            lines += [f"  {path}: {reason}" for path, reason in self.skipped_files[:10]]
+            if len(self.skipped_files) > 10:
+                lines.append(f"  ... and {len(self.skipped_files) - 10} more")
+        if self.clipped_boxes:
+            lines.append(f"{self.clipped_boxes} boxes reached outside their image and were clipped")
+        if self.dropped_boxes:
+            lines.append(f"{self.dropped_boxes} boxes of zero area were dropped")
+        if self.unknown_labels:
+            shown = ", ".join(f"{k} ({v})" for k, v in self.unknown_labels.most_common(8))
+            lines.append(f"objects with labels not in `labels`, ignored: {shown}")
+        if self.difficult:
+            lines.append(f"{self.difficult} objects marked difficult: kept for evaluation, not trained on")
+        return "\n".join(lines)
+
+
+def parse_voc_xml(path, labels=None, report=None):
+    """Reads one VOC XML file -> dict(filename, width, height, object=[...]) or None if unusable.
+
+    Objects carry name, xmin, ymin, xmax, ymax (VOC 1-based pixels) and difficult.
+    """
+    report = report if report is not None else ParseReport()
+    report.files += 1
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as e:
+        report.skipped_files.append((path, f"unreadable XML ({e})"))
+        return None
+    filename = root.findtext("filename")
+    size = root.find("size")
+    try:
+        width, height = int(float(size.findtext("width"))), int(float(size.findtext("height")))
+    except (AttributeError, TypeError, ValueError):
+        width = height = 0
+    if not filename:
+        report.skipped_files.append((path, "no <filename>"))
+        return None
+    objects = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        if labels and name not in labels:
+            report.unknown_labels[name] += 1
+            continue
+        box = obj.find("bndbox")
+        try:
+            coords = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+        except (AttributeError, TypeError, ValueError):
+            report.skipped_files.append((path, f"object {name!r} has no valid <bndbox>; object skipped"))
+            continue
+        difficult = (obj.findtext("difficult") or "0").strip() == "1"
+        objects.append({"name": name, "difficult": difficult, "box": coords})
+    return {"filename": filename, "width": width, "height": height, "object": objects}
+
+
+def clip_objects(instance, report):
+    """Clips boxes to the image (VOC pixels 1..W) and drops empty ones, counting both."""
+    width, height = instance["width"], instance["height"]
+    kept = []
+    for obj in instance["object"]:
+        xmin, ymin, xmax, ymax = obj.pop("box")
+        if xmin > xmax:
+            xmin, xmax = xmax, xmin
+        if ymin > ymax:
+            ymin, ymax = ymax, ymin
+        clipped = [
+            min(max(xmin, 1), width),
+            min(max(ymin, 1), height),
+            min(max(xmax, 1), width),
+            min(max(ymax, 1), height),
+        ]
+        if clipped != [xmin, ymin, xmax, ymax]:
+            report.clipped_boxes += 1
+        if clipped[2] - clipped[0] < 1 or clipped[3] - clipped[1] < 1:
+            report.dropped_boxes += 1
+            continue
+        obj.update(zip(("xmin", "ymin", "xmax", "ymax"), clipped))
+        if obj["difficult"]:
+            report.difficult += 1
+        kept.append(obj)
+    instance["object"] = kept
+    return instance
+
+
+def find_image(img_dir, filename):
+    """The image named by an annotation; tries other extensions (some datasets rename)."""
+    path = os.path.join(img_dir, filename)
+    if os.path.exists(path):
+        return path
+    stem = os.path.splitext(filename)[0]
+    for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+        if os.path.exists(os.path.join(img_dir, stem + ext)):
+            return os.path.join(img_dir, stem + ext)
+    return None
+
+
+def parse_annotation(ann_dir, img_dir, labels=(), ann_files=None, report=None):
+    """keras-yolo2's entry point: -> (instances, seen_labels).
+
+    Only objects whose label is in `labels` are kept (all if empty) and only images
+    with at least one such object. Problems are counted in `report`, never raised.
+    """
+    report = report if report is not None else ParseReport()
+    if ann_files is None:
+        ann_files = sorted(f for f in os.listdir(ann_dir) if f.endswith(".xml"))
+    instances, seen = [], Counter()
+    for ann in ann_files:
+        path = os.path.join(ann_dir, ann)
+        instance = parse_voc_xml(path, labels, report)
+        if instance is None:
+            continue
+        image_path = find_image(img_dir, instance["filename"])
+        if image_path is None:
+            report.skipped_files.append((path, f"image {instance['filename']} not found in {img_dir}"))
+            continue
+        instance["filename"] = image_path
+        if instance["width"] <= 0 or instance["height"] <= 0:
+            image = cv2.imread(image_path)
+            if image is None:
+                report.skipped_files.append((path, f"no <size> and {image_path} is unreadable"))
+                continue
+            instance["height"], instance["width"] = image.shape[:2]
+        clip_objects(instance, report)
+        if instance["object"]:
+            instances.append(instance)
+            seen.update(obj["name"] for obj in instance["object"])
+    return instances, dict(seen)
+
+
+def check_label_counts(labels, seen_labels, where):
+    """A configured label that never occurs means a typo or the wrong dataset: stop early."""
+    missing = [label for label in labels if seen_labels.get(label, 0) == 0]
+    if missing:
+        counts = "\n".join(f"  {label}: {seen_labels.get(label, 0)}" for label in labels)
+        raise ValueError(
+            f"{where}: no annotations for label(s) {missing}. Objects per configured label:\n{counts}\n"
+            f"Labels present in the data: {sorted(seen_labels) or 'none'}"
+        )
+
+
+def decode_image(path):
+    """-> RGB uint8 (H, W, 3), or None when the file is unreadable. Gray and RGBA become RGB."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        return None
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def instance_boxes(instance, train=True):
+    """Boxes (N, 4) in continuous pixel coords and class names; difficult objects left out when training."""
+    objects = [o for o in instance["object"] if not (train and o["difficult"])]
+    boxes = np.array([[o["xmin"] - 1, o["ymin"] - 1, o["xmax"], o["ymax"]] for o in objects], np.float32)
+    return boxes.reshape(-1, 4), [o["name"] for o in objects]
+
+
+def _warp(image, boxes, matrix, out_hw):
+    out_h, out_w = out_hw
+    warped = cv2.warpAffine(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    corners = np.stack([boxes[:, [0, 1]], boxes[:, [2, 3]]], axis=1)  # (N, 2, 2)
+    mapped = corners @ matrix[:, :2].T + matrix[:, 2]
+    new = np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1)
+    new[:, [0, 2]] = np.clip(new[:, [0, 2]], 0, out_w) / out_w
+    new[:, [1, 3]] = np.clip(new[:, [1, 3]], 0, out_h) / out_h
+    return warped, new
+
+
+def resize_for_network(image, boxes, out_hw):
+    """Plain resize (validation, inference): -> image (out_h, out_w, 3), boxes normalised to 0..1."""
+    h, w = image.shape[:2]
+    matrix = np.array([[out_hw[1] / w, 0, 0], [0, out_hw[0] / h, 0]], np.float32)
+    return _warp(image, boxes, matrix, out_hw)
+
+
+def augment(image, boxes, out_hw, rng, jitter=0.2, flip=True, hue=0.1, saturation=1.5, exposure=1.5):
+    """darknet's load_data_region: random crop/pad of up to `jitter` of each side (scale, translation
+    and aspect change), resize, horizontal flip, then random_distort_image in HSV.
+
+    Returns the image and boxes normalised to 0..1; boxes squeezed below 0.1% of a side are dropped
+    by the caller's keep mask.
+    """
+    h, w = image.shape[:2]
+    dw, dh = jitter * w, jitter * h
+    left, right = rng.uniform(-dw, dw, 2)
+    top, bottom = rng.uniform(-dh, dh, 2)
+    crop_w, crop_h = w - left - right, h - top - bottom
+    sx, sy = out_hw[1] / crop_w, out_hw[0] / crop_h
+    matrix = np.array([[sx, 0, -left * sx], [0, sy, -top * sy]], np.float32)
+    if flip and rng.random() < 0.5:
+        matrix = np.array([[-1, 0, out_hw[1]], [0, 1, 0]], np.float32) @ np.vstack([matrix, [0, 0, 1]])
+    image, boxes = _warp(image, boxes, matrix.astype(np.float32), out_hw)
+    image = distort_hsv(image, rng.uniform(-hue, hue), _rand_scale(rng, saturation), _rand_scale(rng, exposure))
+    return image, boxes
+
+
+def _rand_scale(rng, s):
+    scale = rng.uniform(1, s)
+    return scale if rng.random() < 0.5 else 1.0 / scale
+
+
+def distort_hsv(image, dhue, dsat, dexp):
+    """darknet's distort_image: hue shifted by dhue (fraction of the circle), S and V scaled."""
+    hsv = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = (hsv[..., 0] + dhue * 360.0) % 360.0
+    hsv[..., 1] = np.clip(hsv[..., 1] * dsat, 0, 1)
+    hsv[..., 2] = np.clip(hsv[..., 2] * dexp, 0, 1)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def best_anchor(box_w, box_h, anchors):
+    """bias_match: the anchor whose shape (both centred at the origin) has the best IoU with the box."""
+    anchors = np.asarray(anchors, np.float32).reshape(-1, 2)
+    inter = np.minimum(box_w, anchors[:, 0]) * np.minimum(box_h, anchors[:, 1])
+    union = box_w * box_h + anchors[:, 0] * anchors[:, 1] - inter
+    return int(np.argmax(inter / union))
+
+
+def encode_targets(boxes, class_ids, grid_hw, anchors, nb_class, max_box_per_image):
+    """Normalised boxes (N, 4) -> (y_grid (gh, gw, nb_box, 4+1+nb_class), true_boxes (max_box, 4)).
+
+    Each box goes to the cell holding its centre and to its best-shape anchor (darknet's
+    bias_match); a later box in the same slot replaces an earlier one, as in darknet.
+    Coordinates are in grid units: x, y of the centre, width, height.
+    """
+    grid_h, grid_w = grid_hw
+    nb_box = len(anchors) // 2
+    y_grid = np.zeros((grid_h, grid_w, nb_box, 4 + 1 + nb_class), np.float32)
+    true_boxes = np.zeros((max_box_per_image, 4), np.float32)
+    for k, (box, cls) in enumerate(zip(boxes, class_ids)):
+        cx, cy = (box[0] + box[2]) / 2 * grid_w, (box[1] + box[3]) / 2 * grid_h
+        bw, bh = (box[2] - box[0]) * grid_w, (box[3] - box[1]) * grid_h
+        i, j = min(int(cx), grid_w - 1), min(int(cy), grid_h - 1)
+        a = best_anchor(bw, bh, anchors)
+        y_grid[j, i, a] = 0
+        y_grid[j, i, a, 0:5] = cx, cy, bw, bh, 1.0
+        y_grid[j, i, a, 5 + cls] = 1.0
+        if k < max_box_per_image:
+            true_boxes[k] = cx, cy, bw, bh
+    return y_grid, true_boxes
+
+
+class BatchGenerator(keras.utils.PyDataset):
+    """Batches ({"input_image": uint8, "true_boxes"}, {"grid", "seen"}) for YoloTrainingModel.
+
+    `seen` (images shown before this batch, darknet's net.seen) drives the loss's warm-up.
+    Each batch has exactly batch_size images (the last one wraps around) so compiled steps
+    keep one shape. Unreadable images are skipped, counted and replaced by another image.
+    """
+
+    def __init__(self, instances, config, augment_images=True, shuffle=True, times=1, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        if not instances:
+            raise ValueError("BatchGenerator needs at least one image")
+        self.instances = instances
+        self.config = config
+        self.augment_images = augment_images
+        self.shuffle = shuffle
+        self.times = max(1, int(times))
+        self.seed = seed
+        self.epoch = 0
+        self.bad_images = set()
+        self.label_index = {label: i for i, label in enumerate(config["labels"])}
+        self._order = self._make_order()
+
+    def __len__(self):
+        return math.ceil(len(self.instances) * self.times / self.config["batch_size"])
+
+    def _make_order(self):
+        order = np.tile(np.arange(len(self.instances)), self.times)
+        if self.shuffle:
+            np.random.default_rng((self.seed, self.epoch)).shuffle(order)
+        return order
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._order = self._make_order()
+
+    def set_epoch(self, epoch):
+        """For resumed runs: continue the shuffling and `seen` count where they were."""
+        self.epoch = epoch
+        self._order = self._make_order()
+
+    def load(self, index, rng):
+        """-> (image uint8 (h, w, 3), normalised boxes (N, 4), class ids) of instance `index`."""
+        instance = self.instances[index]
+        image = None if index in self.bad_images else decode_image(instance["filename"])
+        if image is None:
+            if index not in self.bad_images:
+                self.bad_images.add(index)
+                warnings.warn(f"Unreadable image skipped: {instance['filename']}", stacklevel=2)
+            good = [i for i in range(len(self.instances)) if i not in self.bad_images]
+            if not good:
+                raise RuntimeError("None of the images in the dataset could be read")
+            return self.load(int(rng.choice(good)), rng)
+        boxes, names = instance_boxes(instance, train=True)
+        # Annotation sizes can disagree with the file (resized images): scale boxes to the file.
+        boxes = boxes * np.array(
+            [image.shape[1] / instance["width"], image.shape[0] / instance["height"]] * 2, np.float32
+        )
+        out_hw = self.config["input_hw"]
+        if self.augment_images:
+            image, boxes = augment(image, boxes, out_hw, rng, **self.config.get("augmentation", {}))
+        else:
+            image, boxes = resize_for_network(image, boxes, out_hw)
+        keep = ((boxes[:, 2] - boxes[:, 0]) > 0.001) & ((boxes[:, 3] - boxes[:, 1]) > 0.001)
+        class_ids = [self.label_index[n] for n, k in zip(names, keep) if k]
+        return image, boxes[keep], class_ids
+
+    def __getitem__(self, idx):
+        cfg = self.config
+        batch_size = cfg["batch_size"]
+        rng = np.random.default_rng((self.seed, self.epoch, idx))
+        h, w = cfg["input_hw"]
+        images = np.zeros((batch_size, h, w, 3), np.uint8)
+        grids = np.zeros((batch_size, *cfg["grid_hw"], len(cfg["anchors"]) // 2, 5 + len(cfg["labels"])), np.float32)
+        true_boxes = np.zeros((batch_size, 1, 1, 1, cfg["max_box_per_image"], 4), np.float32)
+        for b in range(batch_size):
+            index = int(self._order[(idx * batch_size + b) % len(self._order)])
+            images[b], boxes, class_ids = self.load(index, rng)
+            grids[b], true_boxes[b, 0, 0, 0] = encode_targets(
+                boxes, class_ids, cfg["grid_hw"], cfg["anchors"], len(cfg["labels"]), cfg["max_box_per_image"]
+            )
+        seen = np.full((batch_size,), (self.epoch * len(self) + idx) * batch_size, np.float32)
+        return {"input_image": images, "true_boxes": true_boxes}, {"grid": grids, "seen": seen}

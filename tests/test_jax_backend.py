@@ -1,0 +1,69 @@
+"""The model, loss and a train step under KERAS_BACKEND=jax (run in a subprocess: the backend is fixed at import)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from loss import YoloLoss
+
+pytest.importorskip("jax")
+
+SCRIPT = r"""
+import json, sys, warnings
+import numpy as np
+warnings.filterwarnings("ignore")
+import keras
+assert keras.backend.backend() == "jax", keras.backend.backend()
+from frontend import YOLO
+from loss import YoloLoss
+from preprocessing import BatchGenerator
+
+inputs = np.load(sys.argv[1])
+total, terms = YoloLoss([1.0, 1.5, 2.5, 2.0])(inputs["y_true"], inputs["y_pred"], inputs["true_boxes"], inputs["seen"])
+
+yolo = YOLO(backend="Tiny Yolo", input_size=128, labels=["a", "b"], max_box_per_image=4, anchors=[1, 1, 2, 2],
+            load_pretrained=False, freeze_backend=False)
+head = yolo.model.get_layer("DetectionLayer")
+before = np.array(head.kernel)
+yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
+instance = {"filename": "tests/data/shapes.jpg", "width": 128, "height": 128,
+            "object": [{"name": "a", "difficult": False, "xmin": 10, "ymin": 20, "xmax": 60, "ymax": 90}]}
+cfg = {"labels": ["a", "b"], "batch_size": 2, "input_hw": (128, 128), "grid_hw": (4, 4), "anchors": yolo.anchors,
+       "max_box_per_image": 4}
+history = yolo.model.fit(BatchGenerator([instance], cfg, augment_images=False), epochs=1, verbose=0)
+print(json.dumps({"loss": float(total), "terms": {k: float(v) for k, v in terms.items()},
+                  "fit_loss": history.history["loss"][0], "head_changed": bool(np.abs(np.array(head.kernel) - before).max() > 0),
+                  "shape": list(yolo.inference_model.predict_on_batch(np.zeros((1, 128, 128, 3), np.uint8)).shape)}))
+"""
+
+
+def test_loss_and_train_step_under_jax(tmp_path):
+    rng = np.random.default_rng(0)
+    inputs = {
+        "y_pred": rng.normal(size=(2, 3, 4, 2, 7)).astype(np.float32),
+        "y_true": np.zeros((2, 3, 4, 2, 7), np.float32),
+        "true_boxes": np.zeros((2, 1, 1, 1, 3, 4), np.float32),
+        "seen": np.array([0, 50000], np.float32),
+    }
+    inputs["y_true"][0, 1, 2, 1] = [2.4, 1.3, 2.0, 1.5, 1, 0, 1]
+    inputs["true_boxes"][0, 0, 0, 0, 0] = [2.4, 1.3, 2.0, 1.5]
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "inputs.npz")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+
+    total, terms = YoloLoss([1.0, 1.5, 2.5, 2.0])(
+        inputs["y_true"], inputs["y_pred"], inputs["true_boxes"], inputs["seen"]
+    )
+    assert result["loss"] == pytest.approx(float(total), rel=1e-5)  # same numbers as the TensorFlow backend
+    for name, value in terms.items():
+        assert result["terms"][name] == pytest.approx(float(value), rel=1e-5, abs=1e-6)
+    assert np.isfinite(result["fit_loss"]) and result["head_changed"]
+    assert result["shape"] == [1, 4, 4, 2, 7]

@@ -1,0 +1,179 @@
+"""Detector construction: the seed's parameter counts, the passthrough, freezing, weight files."""
+
+import os
+import warnings
+
+import h5py
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from backends import BACKENDS, get_backend, load_backend_weights, save_backend_weights
+from custom_layers import Reorg
+from frontend import YOLO
+from preprocessing import BatchGenerator
+
+LABELS20 = [f"c{i}" for i in range(20)]
+
+
+def count(variables):
+    return sum(int(np.prod(v.shape)) for v in variables)
+
+
+def test_seed_summary_full_yolo_416_frozen():
+    yolo = YOLO(backend="Full Yolo", input_size=416, labels=LABELS20, max_box_per_image=10,
+                anchors=[0.57, 0.68, 1.87, 2.06, 3.34, 5.47, 7.88, 3.53], load_pretrained=False)  # fmt: skip
+    assert count(yolo.model.weights) == 50_650_436
+    assert count(yolo.model.trainable_weights) == 102_500
+    assert count(yolo.model.non_trainable_weights) == 50_547_936
+    assert tuple(yolo.model.output.shape) == (None, 13, 13, 4, 25)
+    assert tuple(yolo.inference_model.output.shape) == (None, 13, 13, 4, 25)
+    # The inference model needs no ground-truth input.
+    assert [t.name for t in yolo.inference_model.inputs] == ["input_image"]
+    names = {layer.name for layer in yolo.backend_model.layers}
+    assert {f"conv_{i}" for i in range(1, 23)} <= names and {f"norm_{i}" for i in range(1, 23)} <= names
+
+
+def darknet_reorg(x_nchw, stride=2):
+    """reorg_cpu(x, w, h, c, batch, stride, forward=0, out) as darknet's forward_reorg_layer calls it."""
+    b_, c, h, w = x_nchw.shape
+    x, out = x_nchw.reshape(-1), np.zeros(x_nchw.size, x_nchw.dtype)
+    out_c = c // (stride * stride)
+    for b in range(b_):
+        for k in range(c):
+            for j in range(h):
+                for i in range(w):
+                    in_index = i + w * (j + h * (k + c * b))
+                    c2, offset = k % out_c, k // out_c
+                    w2, h2 = i * stride + offset % stride, j * stride + offset // stride
+                    out_index = w2 + w * stride * (h2 + h * stride * (c2 + out_c * b))
+                    out[in_index] = x[out_index]
+    return out.reshape(b_, c * stride * stride, h // stride, w // stride)
+
+
+@pytest.mark.parametrize("shape", [(2, 4, 6, 8), (1, 6, 4, 12)])
+def test_reorg_matches_darknet_reorg_layer(shape):
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)  # NHWC
+    ours = keras.ops.convert_to_numpy(Reorg(mode="darknet")(x))
+    reference = darknet_reorg(x.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(ours, reference)
+    # and it is not space_to_depth: keras-yolo2 files need the other mode
+    assert not np.array_equal(ours, tf.nn.space_to_depth(x, 2).numpy())
+
+
+def test_reorg_space_to_depth_mode_matches_tensorflow():
+    x = np.random.default_rng(0).normal(size=(2, 4, 6, 8)).astype(np.float32)
+    ours = keras.ops.convert_to_numpy(Reorg(mode="space_to_depth")(x))
+    np.testing.assert_array_equal(ours, tf.nn.space_to_depth(x, 2).numpy())
+
+
+@pytest.mark.parametrize("name", sorted(c.name for c in BACKENDS.values()))
+def test_every_backend_builds_at_stride_32(name):
+    options = {"alpha": 0.25} if name == "MobileNet" else {}
+    yolo = YOLO(backend=name, input_size=[128, 160], labels=["a", "b"], max_box_per_image=5,
+                anchors=[1, 1, 2, 2], backend_options=options, load_pretrained=False)  # fmt: skip
+    assert (yolo.grid_h, yolo.grid_w) == (4, 5)
+    out = yolo.inference_model.predict_on_batch(np.zeros((1, 128, 160, 3), np.uint8))
+    assert out.shape == (1, 4, 5, 2, 7)
+
+
+def test_tiny_yolo_keeps_13x13_after_stride_1_maxpool():
+    backend = get_backend("Tiny Yolo").build((416, 416, 3))
+    assert tuple(backend.output.shape) == (None, 13, 13, 1024)
+    assert len([layer for layer in backend.layers if layer.name.startswith("conv_")]) == 8
+
+
+def tiny_detector(**kwargs):
+    kwargs.setdefault("load_pretrained", "backend_weights" in kwargs)
+    return YOLO(backend="Tiny Yolo", input_size=128, labels=["a", "b"], max_box_per_image=4,
+                anchors=[1, 1, 2, 2], **kwargs)  # fmt: skip
+
+
+def one_batch(yolo):
+    instance = {"filename": os.path.join(os.path.dirname(__file__), "data", "shapes.jpg"), "width": 128, "height": 128,
+                "object": [{"name": "a", "difficult": False, "xmin": 10, "ymin": 20, "xmax": 60, "ymax": 90}]}  # fmt: skip
+    cfg = {"labels": yolo.labels, "batch_size": 2, "input_hw": (128, 128), "grid_hw": (4, 4),
+           "anchors": yolo.anchors, "max_box_per_image": 4}  # fmt: skip
+    return BatchGenerator([instance], cfg, augment_images=False)
+
+
+def test_frozen_backend_is_unchanged_by_training_and_head_changes():
+    yolo = tiny_detector()
+    backend_before = [v.numpy().copy() for v in yolo.backend_model.weights]  # BN moving stats included
+    head = yolo.model.get_layer("DetectionLayer")
+    head_before = head.kernel.numpy().copy()
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    yolo.model.fit(one_batch(yolo), epochs=2, verbose=0)
+    for before, after in zip(backend_before, yolo.backend_model.weights):
+        np.testing.assert_array_equal(before, after.numpy())
+    assert not np.allclose(head_before, head.kernel.numpy())
+
+
+def test_unfrozen_backend_trains():
+    yolo = tiny_detector(freeze_backend=False)
+    conv = yolo.backend_model.get_layer("conv_1")
+    before = conv.kernel.numpy().copy()
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    yolo.model.fit(one_batch(yolo), epochs=1, verbose=0)
+    assert not np.allclose(before, conv.kernel.numpy())
+
+
+def test_backend_weights_round_trip_and_load_by_default(tmp_path):
+    source = get_backend("Tiny Yolo").build((128, 128, 3))
+    for v in source.weights:
+        v.assign(np.random.default_rng(1).normal(size=v.shape).astype(np.float32))
+    path = str(tmp_path / "tiny_yolo_backend.h5")
+    save_backend_weights(source, path)
+    yolo = tiny_detector(backend_weights=path)
+    assert yolo.backend_weights == path
+    for a, b in zip(source.weights, yolo.backend_model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_backend_weights_mismatch_is_a_clear_error(tmp_path):
+    path = str(tmp_path / "wrong.h5")
+    save_backend_weights(get_backend("Tiny Yolo").build((128, 128, 3)), path)
+    target = get_backend("Full Yolo").build((128, 128, 3))
+    with pytest.raises(ValueError, match=r"wrong\.h5: does not hold weights for .* layer"):
+        load_backend_weights(target, path)
+    with h5py.File(path, "a") as f:  # same names, wrong shape
+        del f["conv_1"]["conv_1/kernel:0"]
+        f["conv_1"].create_dataset("conv_1/kernel:0", data=np.zeros((3, 3, 3, 7), np.float32))
+    with pytest.raises(ValueError, match=r"layer conv_1 has weights of shapes"):
+        load_backend_weights(get_backend("Tiny Yolo").build((128, 128, 3)), path)
+
+
+def test_missing_backend_weights_warns_but_builds(tmp_path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yolo = tiny_detector(backend_weights=str(tmp_path / "absent.h5"))
+    assert yolo.backend_weights is None
+    assert any("absent.h5" in str(w.message) for w in caught)
+
+
+def test_detector_weights_save_and_load(tmp_path):
+    a, b = tiny_detector(), tiny_detector()
+    path = str(tmp_path / "det.weights.h5")
+    a.save_weights(path)
+    b.load_weights(path)
+    x = np.random.default_rng(0).integers(0, 255, (1, 128, 128, 3)).astype(np.uint8)
+    np.testing.assert_allclose(a.inference_model.predict_on_batch(x), b.inference_model.predict_on_batch(x), atol=1e-6)
+
+
+def test_uint8_and_float_inputs_agree():
+    yolo = tiny_detector()
+    x = np.random.default_rng(0).integers(0, 255, (1, 128, 128, 3)).astype(np.uint8)
+    np.testing.assert_allclose(
+        yolo.inference_model.predict_on_batch(x), yolo.inference_model.predict_on_batch(x.astype(np.float32)), atol=1e-5
+    )
+
+
+def test_inference_model_saves_and_loads_without_custom_objects(tmp_path):
+    yolo = YOLO(backend="Full Yolo", input_size=64, labels=["a"], max_box_per_image=2, anchors=[1, 1],
+                load_pretrained=False)  # fmt: skip
+    path = str(tmp_path / "full.keras")
+    yolo.inference_model.save(path)
+    loaded = keras.models.load_model(path)
+    x = np.random.default_rng(0).integers(0, 255, (1, 64, 64, 3)).astype(np.uint8)
+    np.testing.assert_allclose(loaded.predict_on_batch(x), yolo.inference_model.predict_on_batch(x), atol=1e-5)

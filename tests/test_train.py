@@ -1,0 +1,159 @@
+"""End to end: main.py's messages, dataset layouts, run folders, resuming, and that training learns."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import main as cli
+from config import build_config
+from datasets import load_datasets, split_train_valid
+from demo_data import write_split
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def demo_like_config(tmp_path, train_count=8, valid_count=4, **train):
+    data = tmp_path / "shapes"
+    if not data.exists():
+        write_split(str(data / "train"), train_count, seed=1, size=(128, 128))
+        write_split(str(data / "valid"), valid_count, seed=2, size=(128, 128))
+    config = {
+        "model": {
+            "backend": "MobileNet",
+            "backend_options": {"alpha": 0.25},
+            "input_size": 96,
+            "anchors": [1.0, 1.0, 2.0, 2.0],
+            "max_box_per_image": 6,
+            "labels": ["ellipse", "rectangle", "triangle"],
+            "freeze_backend": False,
+        },
+        "train": {
+            "train_image_folder": str(data / "train" / "images"),
+            "train_annot_folder": str(data / "train" / "annotations"),
+            "batch_size": 4,
+            "nb_epochs": 1,
+            "burn_in": 2,
+            "workers": 1,
+            "runs_dir": str(tmp_path / "runs"),
+            "run_name": "t",
+            "prediction_images": 2,
+            **train,
+        },
+        "valid": {
+            "valid_image_folder": str(data / "valid" / "images"),
+            "valid_annot_folder": str(data / "valid" / "annotations"),
+        },
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    return str(path), config
+
+
+def run_cli(args, **kwargs):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=600, **kwargs)  # fmt: skip
+
+
+def test_missing_dataset_is_one_clear_message(tmp_path):
+    config = {"train": {"voc_dir": str(tmp_path / "VOCdevkit" / "VOC2012")}}
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    done = run_cli(["--config", str(tmp_path / "c.json")])
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert str(tmp_path / "VOCdevkit" / "VOC2012") in done.stderr
+    assert "JPEGImages" in done.stderr and "VOCtrainval_11-May-2012.tar" in done.stderr
+    assert "python main.py --config configs/demo.json" in done.stderr
+
+
+def test_frozen_backend_without_weights_is_refused(tmp_path, capsys):
+    path, config = demo_like_config(tmp_path)
+    config["model"].update(freeze_backend=True, backend_weights=str(tmp_path / "missing_backend.h5"))
+    (tmp_path / "frozen.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--config", str(tmp_path / "frozen.json")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "missing_backend.h5" in err and "--unfreeze" in err
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def voc_tree(root, names_by_split):
+    voc = root / "VOCdevkit" / "VOC2012"
+    write_split(str(root / "tmp"), sum(len(v) for v in names_by_split.values()), seed=3, size=(96, 96))
+    (voc / "ImageSets" / "Main").mkdir(parents=True)
+    os.rename(root / "tmp" / "images", voc / "JPEGImages")
+    os.rename(root / "tmp" / "annotations", voc / "Annotations")
+    for split, names in names_by_split.items():
+        (voc / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(n + "\n" for n in names))
+    return voc
+
+
+def test_voc2012_layout_uses_train_and_val_lists_and_label_filter(tmp_path):
+    names = [f"shapes_{i:04d}" for i in range(10)]
+    voc = voc_tree(tmp_path, {"train": names[:7], "val": names[7:]})
+    config = build_config({"model": {"labels": ["triangle"]}, "train": {"voc_dir": str(voc)}})
+    train, valid, _ = load_datasets(config)
+    stems = lambda instances: {os.path.basename(i["filename"])[:-4] for i in instances}  # noqa: E731
+    assert stems(train) <= set(names[:7]) and stems(valid) <= set(names[7:])
+    assert {o["name"] for i in train + valid for o in i["object"]} == {"triangle"}
+
+
+def test_empty_validation_set_is_a_seeded_80_20_split():
+    items = list(range(50))
+    a_train, a_valid = split_train_valid(items, seed=4)
+    b_train, b_valid = split_train_valid(items, seed=4)
+    assert (len(a_train), len(a_valid)) == (40, 10) and a_valid == b_valid
+    assert sorted(a_train + a_valid) == items
+
+
+def test_training_run_writes_its_outputs_and_resumes(tmp_path):
+    path, _ = demo_like_config(tmp_path)
+    results = cli.main(["--config", path, "--verbose", "0"])
+    run = tmp_path / "runs" / "t"
+    for name in ("config.json", "best.weights.h5", "last.weights.h5", "resume.h5", "history.csv",
+                 "training_curves.png", "results.json"):  # fmt: skip
+        assert (run / name).exists(), name
+    assert len(os.listdir(run / "predictions")) == 2
+    assert 0 <= results["map"] <= 1
+    image = cv2.imread(str(run / "training_curves.png"))
+    assert image is not None and image.shape[1] > 500
+
+    cli.main(["--resume", str(run), "--epochs", "2", "--verbose", "0"])
+    with open(run / "history.csv") as f:
+        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1"]
+    with h5py.File(run / "resume.h5") as f:
+        assert f.attrs["epoch"] == 2
+        # the optimizer's step counter continued: 2 epochs of 2 batches
+        assert any(np.asarray(f["optimizer"][k]).shape == () and int(np.asarray(f["optimizer"][k])) == 4
+                   for k in f["optimizer"])  # fmt: skip
+    assert not (tmp_path / "runs" / "t2").exists()
+
+
+def test_killed_run_resumes_from_its_last_epoch(tmp_path):
+    path, _ = demo_like_config(tmp_path, nb_epochs=200)
+    proc = subprocess.Popen([sys.executable, "main.py", "--config", path, "--verbose", "0"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    state = tmp_path / "runs" / "t" / "resume.h5"
+    deadline = time.time() + 300
+    while not state.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.exists()
+    with h5py.File(state) as f:
+        done_epochs = int(f.attrs["epoch"])
+    done = run_cli(["--resume", "--config", path, "--epochs", str(done_epochs + 1), "--verbose", "0"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"at epoch {done_epochs + 1}/{done_epochs + 1}" in done.stdout
+    with open(tmp_path / "runs" / "t" / "history.csv") as f:
+        epochs = [line.split(",")[0] for line in f.read().split()[1:]]
+    assert epochs[-1] == str(done_epochs)

@@ -1,0 +1,160 @@
+"""Boxes, decoding of the head output, NMS, VOC average precision, drawing.
+
+Boxes are numpy arrays (N, 4) of xmin, ymin, xmax, ymax; decoding works on a whole
+batch at once (no loop over grid cells).
+"""
+
+import colorsys
+
+import cv2
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def softmax(x, axis=-1):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def box_iou(a, b):
+    """Pairwise IoU of corner boxes a (N, 4) and b (M, 4) -> (N, M)."""
+    a, b = np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]
+    iw = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
+    ih = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
+    inter = iw * ih
+    union = (
+        (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1]) + (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1]) - inter
+    )
+    return inter / np.maximum(union, 1e-12)
+
+
+def decode_netout(netout, anchors, obj_thresh=0.3):
+    """Raw head output (batch, gh, gw, nb_box, 5+C) -> per image (boxes 0..1, scores, class ids).
+
+    As darknet's get_region_boxes: x = (col + sigmoid(tx)) / gw, w = anchor_w * exp(tw) / gw,
+    class score = sigmoid(objectness) * softmax(classes); every (box, class) pair above
+    obj_thresh is a candidate.
+    """
+    netout = np.asarray(netout, np.float32)
+    batch, gh, gw, nb_box, _ = netout.shape
+    anchors = np.asarray(anchors, np.float32).reshape(1, 1, 1, nb_box, 2)
+    col = np.arange(gw, dtype=np.float32).reshape(1, 1, gw, 1)
+    row = np.arange(gh, dtype=np.float32).reshape(1, gh, 1, 1)
+    cx = (col + sigmoid(netout[..., 0])) / gw
+    cy = (row + sigmoid(netout[..., 1])) / gh
+    w = anchors[..., 0] * np.exp(np.minimum(netout[..., 2], 20)) / gw
+    h = anchors[..., 1] * np.exp(np.minimum(netout[..., 3], 20)) / gh
+    corners = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=-1)
+    scores = sigmoid(netout[..., 4:5]) * softmax(netout[..., 5:])
+    results = []
+    for b in range(batch):
+        cell, cls = np.nonzero(scores[b].reshape(-1, scores.shape[-1]) > obj_thresh)
+        results.append((corners[b].reshape(-1, 4)[cell], scores[b].reshape(-1, scores.shape[-1])[cell, cls], cls))
+    return results
+
+
+def nms(boxes, scores, class_ids, iou_thresh=0.45, max_detections=300):
+    """Greedy per-class non-maximum suppression -> indices kept, best score first."""
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    for cls in np.unique(class_ids):
+        idx = order[class_ids[order] == cls]
+        while idx.size:
+            keep.append(idx[0])
+            if idx.size == 1:
+                break
+            overlap = box_iou(boxes[idx[:1]], boxes[idx[1:]])[0]
+            idx = idx[1:][overlap <= iou_thresh]
+    keep = np.array(sorted(keep, key=lambda i: -scores[i]), dtype=np.int64)
+    return keep[:max_detections]
+
+
+def detect(netout, anchors, image_sizes, obj_thresh=0.3, nms_thresh=0.45):
+    """Decode + NMS + map to each original image's pixels (any aspect ratio; network input was a plain resize).
+
+    image_sizes: [(height, width), ...]. Returns per image (boxes in pixels, scores, class ids).
+    """
+    results = []
+    for (boxes, scores, cls), (h, w) in zip(decode_netout(netout, anchors, obj_thresh), image_sizes):
+        keep = nms(boxes, scores, cls, nms_thresh)
+        boxes = np.clip(boxes[keep] * np.array([w, h, w, h], np.float32), 0, [w, h, w, h])
+        results.append((boxes, scores[keep], cls[keep]))
+    return results
+
+
+def voc_ap(recall, precision):
+    """VOC2010+ all-point AP: area under the precision envelope (the devkit's VOCap)."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    changes = np.nonzero(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]))
+
+
+def match_detections(detections, ground_truth, iou_thresh=0.5):
+    """VOC devkit matching for one class.
+
+    detections: list of (image_id, score, box). ground_truth: {image_id: (boxes (N, 4), difficult (N,))}.
+    Returns (scores, tp, fp) sorted by score, and the number of non-difficult objects.
+    Highest-scoring detections claim objects first; a second detection of a claimed
+    object is a false positive; a detection matched to a difficult object counts as neither.
+    """
+    n_pos = int(sum(np.sum(~np.asarray(d, bool)) for _, d in ground_truth.values()))
+    detections = sorted(detections, key=lambda d: -d[1])
+    claimed = {image_id: np.zeros(len(boxes), bool) for image_id, (boxes, _) in ground_truth.items()}
+    tp, fp = np.zeros(len(detections)), np.zeros(len(detections))
+    for k, (image_id, _score, box) in enumerate(detections):
+        gt_boxes, difficult = ground_truth.get(image_id, (np.zeros((0, 4)), np.zeros(0, bool)))
+        if len(gt_boxes) == 0:
+            fp[k] = 1
+            continue
+        # VOC measures boxes in inclusive integer pixels: +1 on widths and heights.
+        ious = box_iou(np.asarray(box)[None] + [0, 0, 1, 1], np.asarray(gt_boxes) + [0, 0, 1, 1])[0]
+        best = int(np.argmax(ious))
+        if ious[best] < iou_thresh:
+            fp[k] = 1
+        elif difficult[best]:
+            continue
+        elif not claimed[image_id][best]:
+            tp[k] = 1
+            claimed[image_id][best] = True
+        else:
+            fp[k] = 1
+    scores = np.array([d[1] for d in detections])
+    return scores, tp, fp, n_pos
+
+
+def average_precision(detections, ground_truth, iou_thresh=0.5):
+    """-> dict(ap, n_gt, tp, fp, recall, precision arrays) for one class."""
+    scores, tp, fp, n_pos = match_detections(detections, ground_truth, iou_thresh)
+    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
+    recall = ctp / max(n_pos, 1)
+    precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
+    ap = voc_ap(recall, precision) if n_pos else float("nan")
+    return {"ap": ap, "n_gt": n_pos, "scores": scores, "recall": recall, "precision": precision}
+
+
+def class_colors(n):
+    """Evenly spaced hues, bright enough to read labels on."""
+    return [tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / max(n, 1), 0.85, 0.95)) for i in range(n)]
+
+
+def draw_boxes(image, boxes, scores, class_ids, labels):
+    """Draws boxes with "label score" captions on a copy of an RGB uint8 image."""
+    image = image.copy()
+    colors = class_colors(len(labels))
+    thickness = max(1, round(min(image.shape[:2]) / 250))
+    for box, score, cls in zip(boxes, scores, class_ids):
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        color = colors[int(cls)]
+        cv2.rectangle(image, (x0, y0), (x1, y1), color, thickness)
+        caption = f"{labels[int(cls)]} {score:.2f}"
+        scale = 0.4 * thickness
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        y_text = max(y0, th + base)
+        cv2.rectangle(image, (x0, y_text - th - base), (x0 + tw, y_text), color, -1)
+        cv2.putText(image, caption, (x0, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return image

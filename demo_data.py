@@ -109,7 +109,7 @@ def write_split(root, count, seed, size=(192, 192)):
             f.write(xml)
 
 
-def ensure_demo_dataset(root, train_count=400, valid_count=100, seed=2024):
+def ensure_demo_dataset(root, train_count=1000, valid_count=200, seed=2024):
     """Writes root/train and root/valid unless they are already complete; returns True if written."""
     marker = os.path.join(root, ".complete")
     if os.path.exists(marker):

@@ -33,7 +33,13 @@ def parse_args(argv):
     )
     freeze.add_argument("--freeze", dest="freeze_backend", action="store_true", help="keep the backend frozen")
     p.add_argument("--resume", nargs="?", const="latest", help="resume a run folder (default: the latest run)")
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2], help="Keras progress output")
+    p.add_argument(
+        "--verbose",
+        type=int,
+        default=1 if sys.stdout.isatty() else 2,
+        choices=[0, 1, 2],
+        help="Keras progress: 1 bar (default in a terminal), 2 a line per epoch (default otherwise), 0 none",
+    )
     return p.parse_args(argv)
 
 

@@ -6,7 +6,6 @@ from backends.common import (
     Backend,
     get_backend,
     load_backend_weights,
-    load_default_weights,
     save_backend_weights,
 )
 
@@ -15,6 +14,5 @@ __all__ = [
     "Backend",
     "get_backend",
     "load_backend_weights",
-    "load_default_weights",
     "save_backend_weights",
 ]

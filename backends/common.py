@@ -6,7 +6,6 @@ stride-32 feature map, normalising its own input. Register one with
 """
 
 import os
-import warnings
 
 import h5py
 import keras
@@ -149,16 +148,3 @@ def _layers_with_weights(model):
         elif layer.weights:
             found.append(layer)
     return found
-
-
-def load_default_weights(backend, model, path=None):
-    """Loads the backend's weights file if present; returns the path loaded or None."""
-    path = path or backend.default_weights_path()
-    if not os.path.exists(path):
-        warnings.warn(
-            f"{backend.name}: no pretrained backend weights at {path}; the backend is randomly initialised.",
-            stacklevel=2,
-        )
-        return None
-    load_backend_weights(model, path)
-    return path

@@ -177,3 +177,14 @@ def test_inference_model_saves_and_loads_without_custom_objects(tmp_path):
     loaded = keras.models.load_model(path)
     x = np.random.default_rng(0).integers(0, 255, (1, 64, 64, 3)).astype(np.uint8)
     np.testing.assert_allclose(loaded.predict_on_batch(x), yolo.inference_model.predict_on_batch(x), atol=1e-5)
+
+
+def test_training_graph_with_hack_layer_saves_and_loads(tmp_path):
+    yolo = tiny_detector()
+    graph = keras.Model(yolo.model.inputs, yolo.model.outputs)  # the same layers, as a plain functional model
+    path = str(tmp_path / "train_graph.keras")
+    graph.save(path)
+    loaded = keras.models.load_model(path)
+    assert any(type(layer).__name__ == "GroundTruthPassthrough" for layer in loaded.layers)
+    x = {"input_image": np.zeros((1, 128, 128, 3), np.uint8), "true_boxes": np.zeros((1, 1, 1, 1, 4, 4), np.float32)}
+    np.testing.assert_allclose(loaded.predict_on_batch(x), graph.predict_on_batch(x), atol=1e-5)

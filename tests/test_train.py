@@ -157,3 +157,62 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     with open(tmp_path / "runs" / "t" / "history.csv") as f:
         epochs = [line.split(",")[0] for line in f.read().split()[1:]]
     assert epochs[-1] == str(done_epochs)
+
+
+def test_overfits_a_few_images(tmp_path):
+    """A few images, no augmentation: the trained model must find every box (IoU >= 0.5, right class)."""
+    import keras
+
+    from evaluate import predict_instances
+    from frontend import YOLO
+    from preprocessing import BatchGenerator, parse_annotation
+    from training import make_optimizer
+    from utils import box_iou
+
+    write_split(str(tmp_path / "few"), 6, seed=7, size=(128, 128))
+    labels = ["ellipse", "rectangle", "triangle"]
+    instances, _ = parse_annotation(str(tmp_path / "few" / "annotations"), str(tmp_path / "few" / "images"), labels)
+    keras.utils.set_random_seed(0)
+    yolo = YOLO(backend="MobileNet", backend_options={"alpha": 0.25}, input_size=128, labels=labels,
+                max_box_per_image=6, anchors=[0.6, 0.6, 0.87, 1.6, 1.6, 0.87, 1.33, 1.33], freeze_backend=False,
+                load_pretrained=False)  # fmt: skip
+    cfg = {"labels": labels, "batch_size": 6, "input_hw": (128, 128), "grid_hw": (4, 4), "anchors": yolo.anchors,
+           "max_box_per_image": 6}  # fmt: skip
+    data = BatchGenerator(instances, cfg, augment_images=False, times=5)
+    epochs = 80
+    yolo.model.compile(optimizer=make_optimizer({"learning_rate": 1e-2, "burn_in": 20, "lr_schedule": "cosine",
+                                                 "optimizer": "adam"}, epochs * len(data)))  # fmt: skip
+    yolo.model.fit(data, epochs=epochs, verbose=0)
+
+    found = total = 0
+    for instance, (boxes, _scores, classes) in zip(instances, predict_instances(yolo, instances, obj_thresh=0.3)):
+        for obj in instance["object"]:
+            total += 1
+            truth = np.array([[obj["xmin"] - 1, obj["ymin"] - 1, obj["xmax"], obj["ymax"]]])
+            same_class = classes == labels.index(obj["name"])
+            if same_class.any() and box_iou(truth, boxes[same_class]).max() >= 0.5:
+                found += 1
+    assert total >= 10 and found == total, f"found {found} of {total} boxes"
+
+
+def test_demo_learns_on_a_reduced_budget(tmp_path):
+    """The demo's recipe on fewer images and epochs still reaches a real mAP."""
+    from demo_data import ensure_demo_dataset
+
+    with open(os.path.join(ROOT, "configs", "demo.json")) as f:
+        config = json.load(f)
+    data = tmp_path / "demo"
+    ensure_demo_dataset(str(data), train_count=500, valid_count=100)
+    config["train"].update(
+        demo_dataset=str(data),
+        train_image_folder=str(data / "train" / "images"),
+        train_annot_folder=str(data / "train" / "annotations"),
+        nb_epochs=24,
+        runs_dir=str(tmp_path / "runs"),
+        prediction_images=1,
+    )
+    config["valid"].update(valid_image_folder=str(data / "valid" / "images"),
+                           valid_annot_folder=str(data / "valid" / "annotations"))  # fmt: skip
+    (tmp_path / "demo.json").write_text(json.dumps(config))
+    results = cli.main(["--config", str(tmp_path / "demo.json"), "--verbose", "0"])
+    assert results["map"] >= 0.5, results["map"]

@@ -139,7 +139,7 @@ def validate(config, source="config"):
     sizes = [size] if isinstance(size, int) else size
     if not (
         isinstance(sizes, list)
-        and len(sizes) in (1, 2)
+        and len(sizes) == (1 if isinstance(size, int) else 2)
         and all(isinstance(s, int) and s > 0 and s % 32 == 0 for s in sizes)
     ):
         raise ConfigError(f"{source}: model.input_size must be a multiple of 32 (or [height, width]), got {size}")

@@ -68,7 +68,7 @@ def resolve_config(args):
     return apply_overrides(load_config(args.config), args), None
 
 
-def build_detector(config):
+def build_detector(config, warmup_images=12800):
     from frontend import YOLO
 
     model_cfg, train_cfg = config["model"], config["train"]
@@ -87,6 +87,7 @@ def build_detector(config):
             "coord_scale": train_cfg["coord_scale"],
             "class_scale": train_cfg["class_scale"],
             "ignore_thresh": train_cfg["ignore_thresh"],
+            "warmup_images": warmup_images,
         },
     )
 
@@ -135,7 +136,8 @@ def train(args):
               "objects; the no-object test sees only the first ones.")  # fmt: skip
     print(f"Training on {len(train_set)} images, validating on {len(valid_set)}.")
 
-    yolo = build_detector(config)
+    keras.utils.set_random_seed(int(train_cfg["seed"]))  # same config, same initial weights
+    yolo = build_detector(config, seen_images_schedule(train_cfg, len(train_set)))
     pretrained = train_cfg["pretrained_weights"]
     if pretrained and not os.path.exists(pretrained):
         fail(f"pretrained_weights not found: {pretrained}")
@@ -155,7 +157,6 @@ def train(args):
     print(f"{yolo.backend.name} backend {'frozen' if model_cfg['freeze_backend'] else 'trainable'}: "
           f"{n_trainable:,} of {n_total:,} parameters train; grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors.")  # fmt: skip
 
-    yolo.loss.warmup_images = seen_images_schedule(train_cfg, len(train_set))
     gen_cfg = generator_config(config, yolo)
     workers = max(1, int(train_cfg["workers"]))
     train_gen = BatchGenerator(

@@ -8,7 +8,6 @@ import re
 
 import h5py
 import keras
-import numpy as np
 from keras import ops
 
 
@@ -180,7 +179,3 @@ def seen_images_schedule(train_cfg, n_train_images):
     if train_cfg.get("warmup_epochs") is not None:
         return int(train_cfg["warmup_epochs"] * train_cfg["train_times"] * n_train_images)
     return int(train_cfg["warmup_images"])
-
-
-def to_numpy_history(history):
-    return {k: [float(np.asarray(v)) for v in values] for k, values in history.history.items()}

@@ -76,6 +76,10 @@ def test_every_backend_builds_at_stride_32(name):
     assert (yolo.grid_h, yolo.grid_w) == (4, 5)
     out = yolo.inference_model.predict_on_batch(np.zeros((1, 128, 160, 3), np.uint8))
     assert out.shape == (1, 4, 5, 2, 7)
+    norms = [
+        layer for layer in yolo.backend_model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    assert all(layer.momentum == 0.97 for layer in norms)  # short runs must evaluate as they train
 
 
 def test_tiny_yolo_keeps_13x13_after_stride_1_maxpool():

@@ -29,7 +29,6 @@ class ParseReport:
     dropped_boxes: int = 0  # zero area after clipping
     unknown_labels: Counter = field(default_factory=Counter)
     difficult: int = 0
-    too_many_boxes: int = 0  # images with more objects than max_box_per_image
 
     def summary(self):
         lines = [f"{self.files} annotation files read"]
@@ -282,7 +281,9 @@ class BatchGenerator(keras.utils.PyDataset):
     keep one shape. Unreadable images are skipped, counted and replaced by another image.
     """
 
-    def __init__(self, instances, config, augment_images=True, shuffle=True, times=1, seed=0, **kwargs):
+    def __init__(
+        self, instances, config, augment_images=True, shuffle=True, times=1, seed=0, count_seen=True, **kwargs
+    ):
         super().__init__(**kwargs)
         if not instances:
             raise ValueError("BatchGenerator needs at least one image")
@@ -292,6 +293,8 @@ class BatchGenerator(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.times = max(1, int(times))
         self.seed = seed
+        # Validation batches report "seen forever" so the training-only warm-up term stays out of val_loss.
+        self.count_seen = count_seen
         self.epoch = 0
         self.bad_images = set()
         self.label_index = {label: i for i, label in enumerate(config["labels"])}
@@ -355,5 +358,6 @@ class BatchGenerator(keras.utils.PyDataset):
             grids[b], true_boxes[b, 0, 0, 0] = encode_targets(
                 boxes, class_ids, cfg["grid_hw"], cfg["anchors"], len(cfg["labels"]), cfg["max_box_per_image"]
             )
-        seen = np.full((batch_size,), (self.epoch * len(self) + idx) * batch_size, np.float32)
+        seen_before = (self.epoch * len(self) + idx) * batch_size if self.count_seen else np.finfo(np.float32).max
+        seen = np.full((batch_size,), seen_before, np.float32)
         return {"input_image": images, "true_boxes": true_boxes}, {"grid": grids, "seen": seen}

@@ -1,14 +1,182 @@
-"""Fitting: optimizer and learning-rate schedule, run folders, checkpoints that survive interruption."""
+"""Training: data -> detector -> fit -> evaluate, with run folders and checkpoints that survive interruption.
+
+`run_training(config, run_dir)` is the whole job main.py runs; the helpers below it are its stages.
+"""
 
 import csv
 import glob
+import json
 import math
 import os
 import re
+import shutil
 
+import cv2
 import h5py
 import keras
 from keras import ops
+
+from datasets import load_datasets
+from evaluate import evaluate, format_table, predict_instances
+from frontend import YOLO
+from preprocessing import BatchGenerator, decode_image
+from utils import draw_boxes
+
+
+class TrainingError(Exception):
+    """A problem the user must fix (or an interruption), reported without a traceback."""
+
+    exit_code = 2
+
+
+class TrainingInterrupted(TrainingError):
+    exit_code = 130
+
+
+def run_training(config, run_dir=None, verbose=1):
+    """Trains as `config` says (continuing `run_dir` if given), then evaluates; returns the evaluation."""
+    train_set, valid_set = load_data(config)
+    keras.utils.set_random_seed(int(config["train"]["seed"]))  # same config, same initial weights
+    yolo = build_detector(config, seen_images_schedule(config["train"], len(train_set)))
+    check_weights(yolo, config)
+    train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set)
+    epochs = int(config["train"]["nb_epochs"])
+    yolo.model.compile(optimizer=make_optimizer(config["train"], epochs * len(train_gen)))
+    initial_epoch, best = 0, math.inf
+    if run_dir:
+        initial_epoch, best = load_resume_state(os.path.join(run_dir, "resume.h5"), yolo.model)
+        train_gen.set_epoch(initial_epoch)
+        print(f"Resuming {run_dir} at epoch {initial_epoch + 1}/{epochs}.")
+    else:
+        name = config["train"]["run_name"] or config["model"]["backend"].lower().replace(" ", "_")
+        run_dir = new_run_dir(config["train"]["runs_dir"], name)
+        with open(os.path.join(run_dir, "config.json"), "w") as f:
+            json.dump(config, f, indent=2)
+    print(f"Run folder: {run_dir}")
+    if initial_epoch < epochs:
+        try:
+            yolo.model.fit(train_gen, validation_data=valid_gen, epochs=epochs, initial_epoch=initial_epoch,
+                           callbacks=make_callbacks(config, run_dir, best, initial_epoch), verbose=verbose)  # fmt: skip
+        except KeyboardInterrupt:
+            raise TrainingInterrupted(
+                f"Interrupted. Completed epochs are saved; continue with:\n  python main.py --resume {run_dir}"
+            ) from None
+    return report(yolo, config, valid_set, run_dir)
+
+
+def load_data(config):
+    train_set, valid_set, reports = load_datasets(config)
+    for split, parse_report in reports.items():
+        if parse_report.files:
+            print(f"[{split}] {parse_report.summary()}")
+    max_box = config["model"]["max_box_per_image"]
+    crowded = sum(len(i["object"]) > max_box for i in train_set)
+    if crowded:
+        print(f"Note: {crowded} training images have more than max_box_per_image={max_box} objects; "
+              "the no-object test sees only the first ones.")  # fmt: skip
+    print(f"Training on {len(train_set)} images, validating on {len(valid_set)}.")
+    return train_set, valid_set
+
+
+def build_detector(config, warmup_images=12800):
+    model_cfg, train_cfg = config["model"], config["train"]
+    return YOLO(
+        backend=model_cfg["backend"],
+        input_size=model_cfg["input_size"],
+        labels=model_cfg["labels"],
+        max_box_per_image=model_cfg["max_box_per_image"],
+        anchors=model_cfg["anchors"],
+        freeze_backend=model_cfg["freeze_backend"],
+        backend_weights=model_cfg["backend_weights"] or None,
+        backend_options=model_cfg["backend_options"],
+        loss_options={
+            "object_scale": train_cfg["object_scale"],
+            "no_object_scale": train_cfg["no_object_scale"],
+            "coord_scale": train_cfg["coord_scale"],
+            "class_scale": train_cfg["class_scale"],
+            "ignore_thresh": train_cfg["ignore_thresh"],
+            "warmup_images": warmup_images,
+        },
+    )
+
+
+def check_weights(yolo, config):
+    """Refuses a frozen backend without pretrained weights; loads `pretrained_weights`."""
+    model_cfg, pretrained = config["model"], config["train"]["pretrained_weights"]
+    if pretrained and not os.path.exists(pretrained):
+        raise TrainingError(f"pretrained_weights not found: {pretrained}")
+    if model_cfg["freeze_backend"] and yolo.backend_weights is None and not pretrained:
+        expected = model_cfg["backend_weights"] or yolo.backend.default_weights_path()
+        raise TrainingError(
+            f"The {yolo.backend.name} backend is frozen but its weights file is missing: {expected}\n"
+            "A frozen random backend cannot learn. Either\n"
+            f"  - put the pretrained backend weights at {expected} (or set model.backend_weights), or\n"
+            "  - train from scratch with the backend unfrozen: --unfreeze (model.freeze_backend: false)."
+        )
+    if pretrained:
+        yolo.load_weights(pretrained)
+        print(f"Loaded pretrained detector weights from {pretrained}")
+    n_trainable = sum(int(ops.size(v)) for v in yolo.model.trainable_variables)
+    n_total = sum(int(ops.size(v)) for v in yolo.model.weights)
+    state = "frozen" if model_cfg["freeze_backend"] else "trainable"
+    print(f"{yolo.backend.name} backend {state}: {n_trainable:,} of {n_total:,} parameters train; "
+          f"grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors.")  # fmt: skip
+
+
+def make_generators(config, yolo, train_set, valid_set):
+    train_cfg = config["train"]
+    gen_cfg = {
+        "labels": yolo.labels,
+        "batch_size": train_cfg["batch_size"],
+        "input_hw": (yolo.input_h, yolo.input_w),
+        "grid_hw": (yolo.grid_h, yolo.grid_w),
+        "anchors": yolo.anchors,
+        "max_box_per_image": yolo.max_box_per_image,
+        "augmentation": {k: train_cfg[k] for k in ("jitter", "hue", "saturation", "exposure", "flip")},
+    }
+    workers = max(1, int(train_cfg["workers"]))
+    train_gen = BatchGenerator(train_set, gen_cfg, augment_images=True, shuffle=True, times=train_cfg["train_times"],
+                               seed=train_cfg["seed"], workers=workers)  # fmt: skip
+    valid_gen = BatchGenerator(valid_set, gen_cfg, augment_images=False, shuffle=False,
+                               times=config["valid"]["valid_times"], count_seen=False, workers=workers)  # fmt: skip
+    return train_gen, valid_gen
+
+
+def make_callbacks(config, run_dir, best, initial_epoch):
+    callbacks = [
+        RunCheckpoint(run_dir, best=best),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=initial_epoch > 0),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+    ]
+    patience = int(config["train"]["early_stopping_patience"])
+    if patience:
+        callbacks.append(keras.callbacks.EarlyStopping(patience=patience, min_delta=1e-3))
+    return callbacks
+
+
+def report(yolo, config, valid_set, run_dir):
+    """Evaluates the best checkpoint and writes results.json, the curves and prediction images."""
+    best_path = os.path.join(run_dir, "best.weights.h5")
+    if os.path.exists(best_path):
+        yolo.load_weights(best_path)
+    print("\nEvaluating the best checkpoint on the validation set (VOC all-point AP, IoU 0.5):")
+    results = evaluate(yolo, valid_set, score_thresh=config["valid"]["score_threshold"])
+    print(format_table(results))
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        classes = {k: {"ap": v["ap"], "n_gt": v["n_gt"]} for k, v in results["classes"].items()}
+        json.dump({"map50": results["map"], "classes": classes}, f, indent=2)
+    curves = plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
+    predictions = os.path.join(run_dir, "predictions")
+    images = write_prediction_images(yolo, valid_set, predictions, config["train"]["prediction_images"])
+    saved = config["train"]["saved_weights_name"]
+    if saved and os.path.exists(best_path):
+        if not saved.endswith(".weights.h5"):
+            saved = os.path.splitext(saved)[0] + ".weights.h5"
+            print(f"Note: Keras 3 weight files end in .weights.h5; saved_weights_name is written as {saved}")
+        shutil.copyfile(best_path, saved)
+    print(f"\nmAP@0.5 = {results['map']:.4f}")
+    print(f"Weights: {best_path}\nCurves: {curves}\nPredictions: {len(images)} images in {predictions}")
+    return results
 
 
 @keras.saving.register_keras_serializable(package="yolov2")
@@ -152,12 +320,6 @@ def plot_training_curves(csv_path, png_path):
 
 def write_prediction_images(yolo, instances, out_dir, count=8, obj_thresh=0.3):
     """Draws the detector's boxes on the first `count` images; returns the paths written."""
-    import cv2
-
-    from evaluate import predict_instances
-    from preprocessing import decode_image
-    from utils import draw_boxes
-
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     chosen = instances[:count]

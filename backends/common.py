@@ -108,7 +108,13 @@ def load_backend_weights(model, path):
     `model` that has weights must be found in the file with the same shapes.
     """
     layers = {h5_layer_name(layer.name): layer for layer in _layers_with_weights(model)}
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 weights file ({e})") from None
+    with f:
         group = f["model_weights"] if "model_weights" in f else f
         file_layers = {}
         for name in group.attrs.get("layer_names", list(group.keys())):

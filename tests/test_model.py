@@ -192,3 +192,10 @@ def test_training_graph_with_hack_layer_saves_and_loads(tmp_path):
     assert any(type(layer).__name__ == "GroundTruthPassthrough" for layer in loaded.layers)
     x = {"input_image": np.zeros((1, 128, 128, 3), np.uint8), "true_boxes": np.zeros((1, 1, 1, 1, 4, 4), np.float32)}
     np.testing.assert_allclose(loaded.predict_on_batch(x), graph.predict_on_batch(x), atol=1e-5)
+
+
+def test_corrupt_backend_weights_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "tiny_yolo_backend.h5"
+    path.write_bytes(b"this is not HDF5")
+    with pytest.raises(ValueError, match=r"tiny_yolo_backend\.h5: not a readable HDF5 weights file"):
+        tiny_detector(backend_weights=str(path))

@@ -147,6 +147,8 @@ def test_generator_counts_seen_images_across_epochs(tmp_path):
     assert len(gen) == 2 and gen[1][1]["seen"][0] == 2
     gen.on_epoch_end()
     assert gen[1][1]["seen"][0] == 6
+    # validation batches never count as early training: no warm-up term in val_loss
+    assert BatchGenerator(instances, cfg, count_seen=False)[0][1]["seen"][0] > 1e30
 
 
 @pytest.mark.parametrize("dataset, labels", [("raccoon", ["raccoon"]), ("bccd", ["RBC", "WBC", "Platelets"])])

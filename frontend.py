@@ -11,16 +11,9 @@ import warnings
 import keras
 
 from backends import get_backend, load_backend_weights
+from config import as_hw
 from custom_layers import GroundTruthPassthrough
 from loss import YoloLoss
-
-
-def as_hw(input_size):
-    """input_size is an int (square) or [height, width]; both multiples of 32."""
-    h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if h % 32 or w % 32 or h <= 0 or w <= 0:
-        raise ValueError(f"input_size must be a positive multiple of 32, got {input_size}")
-    return int(h), int(w)
 
 
 class YoloTrainingModel(keras.Model):

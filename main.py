@@ -3,9 +3,11 @@
 python main.py --epochs 50 --batch_size 32          # train with config.json
 python main.py --config configs/demo.json           # the embedded demo (a few minutes on a CPU)
 python main.py --resume [runs/NAME]                 # continue an interrupted run
+python main.py anchors -n 5 [--write]               # k-means anchors for the config's training boxes
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -14,7 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Train a YOLOv2 detector (settings in a keras-yolo2 style config.json).")
-    p.add_argument("command", nargs="?", default="train", choices=["train"], help="what to do (default: train)")
+    p.add_argument(
+        "command", nargs="?", default="train", choices=["train", "anchors"], help="what to do (default: train)"
+    )
     p.add_argument("-c", "--config", default="config.json", help="config file (default: config.json)")
     p.add_argument("--epochs", type=int, help="number of epochs (train.nb_epochs)")
     p.add_argument("--batch_size", type=int, help="images per batch (train.batch_size)")
@@ -30,6 +34,8 @@ def parse_args(argv):
         "--unfreeze", dest="freeze_backend", action="store_false", default=None, help="train the backend too"
     )
     freeze.add_argument("--freeze", dest="freeze_backend", action="store_true", help="keep the backend frozen")
+    p.add_argument("-n", "--num_anchors", type=int, help="anchors: how many (default: as many as the config has)")
+    p.add_argument("--write", action="store_true", help="anchors: write them into the config file")
     p.add_argument("--resume", nargs="?", const="latest", help="resume a run folder (default: the latest run)")
     p.add_argument(
         "--verbose",
@@ -66,6 +72,35 @@ def resolve_config(args):
     return apply_overrides(load_config(args.config), args), None
 
 
+def anchors_command(args, config):
+    """k-means anchors on the training boxes, in grid units of the configured input size."""
+    from anchors import find_anchors, instance_shapes, to_grid_units
+    from config import as_hw
+    from datasets import load_datasets
+
+    train_set, _, _ = load_datasets(config)
+    k = args.num_anchors or len(config["model"]["anchors"]) // 2
+    try:
+        anchors, iou = find_anchors(instance_shapes(train_set), k)
+    except ValueError as e:
+        fail(str(e))
+    h, w = as_hw(config["model"]["input_size"])
+    values = to_grid_units(anchors, (h // 32, w // 32))
+    print(f"{k} anchors for {w}x{h} input ({w // 32}x{h // 32} grid), from {len(instance_shapes(train_set))} boxes:")
+    print(json.dumps(values))
+    print(f"average IoU with the best anchor: {iou:.4f}")
+    if args.write:
+        with open(args.config) as f:
+            raw = json.load(f)
+        raw.setdefault("model", {})["anchors"] = values
+        tmp = args.config + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(raw, f, indent=2)
+        os.replace(tmp, args.config)
+        print(f"Written to {args.config} (model.anchors).")
+    return {"anchors": values, "average_iou": iou}
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from config import ConfigError
@@ -74,6 +109,8 @@ def main(argv=None):
 
     try:
         config, run_dir = resolve_config(args)
+        if args.command == "anchors":
+            return anchors_command(args, config)
         return run_training(config, run_dir, verbose=args.verbose)
     except (ConfigError, DatasetNotFound) as e:
         fail(str(e))

@@ -1,0 +1,78 @@
+"""Anchor selection: k-means on training box shapes with distance 1 - IoU (YOLOv2 paper, section 2).
+
+Boxes are compared by shape only (both centred at the origin). k-means++ seeding and several
+seeded restarts, keeping the run with the best average IoU.
+"""
+
+import numpy as np
+
+
+def shape_iou(wh, centroids):
+    """IoU of (N, 2) box shapes against (K, 2) centroid shapes, all centred -> (N, K)."""
+    inter = np.minimum(wh[:, None, 0], centroids[None, :, 0]) * np.minimum(wh[:, None, 1], centroids[None, :, 1])
+    union = (wh[:, 0] * wh[:, 1])[:, None] + (centroids[:, 0] * centroids[:, 1])[None, :] - inter
+    return inter / union
+
+
+def average_iou(wh, centroids):
+    """Mean over boxes of the IoU with their best anchor."""
+    return float(np.mean(np.max(shape_iou(wh, centroids), axis=1)))
+
+
+def kmeans_plus_plus(wh, k, rng):
+    centroids = [wh[rng.integers(len(wh))]]
+    for _ in range(1, k):
+        distance = 1 - np.max(shape_iou(wh, np.array(centroids)), axis=1)
+        weights = distance**2
+        total = weights.sum()
+        index = rng.choice(len(wh), p=weights / total) if total > 0 else rng.integers(len(wh))
+        centroids.append(wh[index])
+    return np.array(centroids, np.float64)
+
+
+def kmeans(wh, centroids, max_iter=300):
+    """Lloyd iterations with the 1 - IoU distance; centroids move to the mean shape of their boxes."""
+    assignment = None
+    for _ in range(max_iter):
+        new_assignment = np.argmax(shape_iou(wh, centroids), axis=1)
+        if assignment is not None and np.array_equal(new_assignment, assignment):
+            break
+        assignment = new_assignment
+        for j in range(len(centroids)):
+            members = wh[assignment == j]
+            if len(members):
+                centroids[j] = members.mean(axis=0)
+    return centroids
+
+
+def find_anchors(wh, k, restarts=10, seed=0):
+    """-> (anchors (k, 2) sorted by area, average IoU). wh: (N, 2) box widths and heights, any unit."""
+    wh = np.asarray(wh, np.float64).reshape(-1, 2)
+    wh = wh[(wh > 0).all(axis=1)]
+    if len(wh) < k:
+        raise ValueError(f"Need at least {k} boxes to choose {k} anchors, the training set has {len(wh)}.")
+    rng = np.random.default_rng(seed)
+    best, best_iou = None, -1.0
+    for _ in range(restarts):
+        centroids = kmeans(wh, kmeans_plus_plus(wh, k, rng))
+        iou = average_iou(wh, centroids)
+        if iou > best_iou:
+            best, best_iou = centroids, iou
+    return best[np.argsort(best[:, 0] * best[:, 1])], best_iou
+
+
+def instance_shapes(instances):
+    """Box widths and heights relative to their image, (N, 2), difficult objects left out."""
+    shapes = [
+        ((o["xmax"] - o["xmin"] + 1) / i["width"], (o["ymax"] - o["ymin"] + 1) / i["height"])
+        for i in instances
+        for o in i["object"]
+        if not o["difficult"]
+    ]
+    return np.array(shapes, np.float64).reshape(-1, 2)
+
+
+def to_grid_units(anchors, grid_hw):
+    """Relative shapes -> the config's anchor list: width, height in grid cells, flattened."""
+    grid_h, grid_w = grid_hw
+    return [round(float(v), 5) for w, h in anchors for v in (w * grid_w, h * grid_h)]

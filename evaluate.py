@@ -64,8 +64,3 @@ def format_table(results):
         lines.append(f"{label:<16}{ap:>8}{r['n_gt']:>9}{r['precision_at_thresh']:>9.3f}{r['recall_at_thresh']:>9.3f}")
     lines.append(f"{'mAP@0.5':<16}{results['map']:>8.4f}")
     return "\n".join(lines)
-
-
-def evaluate(yolo, instances, iou_thresh=0.5, score_thresh=0.3, batch_size=8, progress=True):
-    detections = predict_instances(yolo, instances, batch_size=batch_size, progress=progress)
-    return evaluate_detections(instances, detections, yolo.labels, iou_thresh, score_thresh)

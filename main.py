@@ -79,14 +79,15 @@ def anchors_command(args, config):
     from datasets import load_datasets
 
     train_set, _, _ = load_datasets(config)
+    shapes = instance_shapes(train_set)
     k = args.num_anchors or len(config["model"]["anchors"]) // 2
     try:
-        anchors, iou = find_anchors(instance_shapes(train_set), k)
+        anchors, iou = find_anchors(shapes, k)
     except ValueError as e:
         fail(str(e))
     h, w = as_hw(config["model"]["input_size"])
     values = to_grid_units(anchors, (h // 32, w // 32))
-    print(f"{k} anchors for {w}x{h} input ({w // 32}x{h // 32} grid), from {len(instance_shapes(train_set))} boxes:")
+    print(f"{k} anchors for {w}x{h} input ({w // 32}x{h // 32} grid), from {len(shapes)} boxes:")
     print(json.dumps(values))
     print(f"average IoU with the best anchor: {iou:.4f}")
     if args.write:

@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from datasets import load_datasets
-from evaluate import evaluate, format_table, predict_instances
+from evaluate import evaluate_detections, format_table, predict_instances
 from frontend import YOLO
 from preprocessing import BatchGenerator, decode_image
 from utils import draw_boxes
@@ -160,14 +160,19 @@ def report(yolo, config, valid_set, run_dir):
     if os.path.exists(best_path):
         yolo.load_weights(best_path)
     print("\nEvaluating the best checkpoint on the validation set (VOC all-point AP, IoU 0.5):")
-    results = evaluate(yolo, valid_set, score_thresh=config["valid"]["score_threshold"])
+    # One detection pass (low threshold, as darknet's valid) serves both the AP and the drawings.
+    detections = predict_instances(yolo, valid_set)
+    score_thresh = config["valid"]["score_threshold"]
+    results = evaluate_detections(valid_set, detections, yolo.labels, score_thresh=score_thresh)
     print(format_table(results))
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         classes = {k: {"ap": v["ap"], "n_gt": v["n_gt"]} for k, v in results["classes"].items()}
         json.dump({"map50": results["map"], "classes": classes}, f, indent=2)
     curves = plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
     predictions = os.path.join(run_dir, "predictions")
-    images = write_prediction_images(yolo, valid_set, predictions, config["train"]["prediction_images"])
+    images = write_prediction_images(
+        valid_set, detections, yolo.labels, predictions, config["train"]["prediction_images"], score_thresh
+    )
     saved = config["train"]["saved_weights_name"]
     if saved and os.path.exists(best_path):
         if not saved.endswith(".weights.h5"):
@@ -318,18 +323,16 @@ def plot_training_curves(csv_path, png_path):
     return png_path
 
 
-def write_prediction_images(yolo, instances, out_dir, count=8, obj_thresh=0.3):
-    """Draws the detector's boxes on the first `count` images; returns the paths written."""
+def write_prediction_images(instances, detections, labels, out_dir, count=8, score_thresh=0.3):
+    """Draws the detections scoring at least `score_thresh` on the first `count` images; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
-    chosen = instances[:count]
-    for instance, (boxes, scores, cls) in zip(
-        chosen, predict_instances(yolo, chosen, obj_thresh=obj_thresh, progress=False)
-    ):
+    for instance, (boxes, scores, cls) in zip(instances[:count], detections):
         image = decode_image(instance["filename"])
         if image is None:
             continue
-        drawn = draw_boxes(image, boxes, scores, cls, yolo.labels)
+        shown = scores >= score_thresh
+        drawn = draw_boxes(image, boxes[shown], scores[shown], cls[shown], labels)
         path = os.path.join(out_dir, os.path.splitext(os.path.basename(instance["filename"]))[0] + ".jpg")
         cv2.imwrite(path, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         paths.append(path)

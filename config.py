@@ -71,6 +71,8 @@ DEFAULTS = {
         "valid_split": "val",
         "valid_times": 1,
         "score_threshold": 0.3,
+        # validation mAP@0.5 every N epochs during training (0: never); best.weights.h5 is then the best by mAP
+        "map_every": 5,
     },
 }
 
@@ -163,6 +165,9 @@ def validate(config, source="config"):
         value = config[section][key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{source}: {section}.{key} must be a positive number, got {value!r}")
+    every = config["valid"]["map_every"]
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        raise ConfigError(f"{source}: valid.map_every must be a whole number of epochs (0 turns it off), got {every!r}")
     for (section, key), allowed in CHOICES.items():
         if config[section][key] not in allowed:
             raise ConfigError(f"{source}: {section}.{key} must be one of {allowed}, got {config[section][key]!r}")

@@ -1,40 +1,59 @@
-"""Evaluation: run the detector over a dataset and score it with PASCAL VOC AP at IoU 0.5."""
+"""Evaluation: detections on an annotated set -> per-class VOC and COCO AP, a table, JSON, PR curves.
 
+Detections come from this project's detector run over the validation set (`evaluate_model`, the
+`MapEvaluation` callback) or from any model's detections file (`evaluate_file`); both are scored by
+`evaluate_detections`.
+
+Detections file (what `predict --json` writes, what `evaluate --detections` reads): a JSON list of
+    {"image": "2008_000008.jpg", "label": "horse", "score": 0.91,
+     "xmin": 53.0, "ymin": 87.0, "xmax": 471.0, "ymax": 420.0}
+one record per detection, in pixels of the original image and in the VOC convention (1-based,
+inclusive, the same numbers as the annotation XML). Images are matched to annotations by file name
+without extension; "image_id" is accepted for "image".
+"""
+
+import json
+import math
+import os
+
+import keras
 import numpy as np
 from tqdm import tqdm
 
-from preprocessing import decode_image, resize_for_network
-from utils import average_precision, detect
+from datasets import load_datasets
+from frontend import to_records
+from metrics import COCO_IOU_THRESHOLDS, average_precision, coco_average_precision
+from preprocessing import IMAGE_EXTENSIONS, ParseReport, clip_objects, decode_image, parse_voc_xml
+
+METRICS = {"voc": "VOC2010+ all-point", "voc07": "VOC2007 11-point"}
+RECORD_KEYS = ("label", "score", "xmin", "ymin", "xmax", "ymax")
+
+
+class EvaluationError(Exception):
+    """Bad input to an evaluation (missing files, malformed detections), reported without a traceback."""
 
 
 def predict_instances(yolo, instances, batch_size=8, obj_thresh=0.005, nms_thresh=0.45, progress=True):
-    """-> list, per instance, of (boxes in original pixels, scores, class ids). Unreadable images give no boxes."""
+    """-> per instance (boxes in original pixels, scores, class ids). Unreadable images give no boxes.
+
+    The low score threshold is darknet's for validation: AP needs the whole precision-recall curve.
+    """
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
     results = []
     batches = range(0, len(instances), batch_size)
-    for start in tqdm(batches, desc="detect", unit="batch", disable=not progress, leave=False):
-        chunk = instances[start : start + batch_size]
-        images, sizes, readable = [], [], []
-        for instance in chunk:
-            image = decode_image(instance["filename"])
-            readable.append(image is not None)
-            if image is None:
-                continue
-            sizes.append(image.shape[:2])
-            images.append(resize_for_network(image, np.zeros((0, 4), np.float32), (yolo.input_h, yolo.input_w))[0])
-        detections = iter([])
-        if images:
-            netout = yolo.inference_model.predict_on_batch(np.stack(images))
-            detections = iter(detect(netout, yolo.anchors, sizes, obj_thresh, nms_thresh))
-        empty = (np.zeros((0, 4), np.float32), np.zeros(0), np.zeros(0, np.int64))
-        results.extend(next(detections) if ok else empty for ok in readable)
+    for start in tqdm(batches, desc="detect", unit="batch", disable=None if progress else True, leave=False):
+        images = [decode_image(instance["filename"]) for instance in instances[start : start + batch_size]]
+        found = iter(yolo.detect([im for im in images if im is not None], obj_thresh, nms_thresh))
+        results.extend(empty if im is None else next(found) for im in images)
     return results
 
 
-def evaluate_detections(instances, detections, labels, iou_thresh=0.5, score_thresh=0.3):
-    """Per-class VOC AP. Ground truth and detections are compared in VOC pixel convention.
+def evaluate_detections(instances, detections, labels, metric="voc", iou_thresh=0.5, score_thresh=0.3):
+    """Per-class AP of `detections` (aligned with `instances`: boxes in continuous pixel corners, scores,
+    class ids) against the instances' VOC objects.
 
-    Returns {"classes": {label: {ap, n_gt, precision, recall (at score_thresh)}}, "map": mean AP
-    over classes that have ground truth}.
+    Returns {"classes": {label: {ap, n_gt, n_det, precision/recall at score_thresh, coco AP}},
+    "map": mean VOC AP over classes with objects, "coco": {map, ap50, ap75}, and the settings}.
     """
     per_class = {}
     for cls, label in enumerate(labels):
@@ -44,23 +63,277 @@ def evaluate_detections(instances, detections, labels, iou_thresh=0.5, score_thr
             gt = np.array([[o["xmin"], o["ymin"], o["xmax"], o["ymax"]] for o in objects], np.float64).reshape(-1, 4)
             ground_truth[image_id] = (gt, np.array([o["difficult"] for o in objects], bool))
             for box, score in zip(boxes[class_ids == cls], scores[class_ids == cls]):
-                # Continuous 0-based corners -> VOC's 1-based inclusive pixels.
+                # continuous 0-based corners -> VOC's 1-based inclusive pixels
                 dets.append((image_id, float(score), np.asarray(box, np.float64) + [1, 1, 0, 0]))
-        result = average_precision(dets, ground_truth, iou_thresh)
-        at_thresh = result["scores"] >= score_thresh
-        n_at = int(np.sum(at_thresh))
+        result = average_precision(dets, ground_truth, iou_thresh, metric)
+        n_at = int(np.sum(result["scores"] >= score_thresh))
+        result["n_det"] = len(dets)
         result["precision_at_thresh"] = float(result["precision"][n_at - 1]) if n_at else 0.0
         result["recall_at_thresh"] = float(result["recall"][n_at - 1]) if n_at else 0.0
+        result["coco_ap"] = coco_average_precision(dets, ground_truth)
         per_class[label] = result
-    aps = [r["ap"] for r in per_class.values() if r["n_gt"] > 0]
-    return {"classes": per_class, "map": float(np.mean(aps)) if aps else float("nan"), "score_thresh": score_thresh}
+    scored = [r for r in per_class.values() if r["n_gt"] > 0]
+    coco = np.array([r["coco_ap"] for r in scored]).reshape(-1, len(COCO_IOU_THRESHOLDS))
+    mean = (lambda values: float(np.mean(values))) if scored else (lambda values: float("nan"))
+    return {
+        "metric": metric,
+        "iou_thresh": iou_thresh,
+        "score_thresh": score_thresh,
+        "classes": per_class,
+        "map": mean([r["ap"] for r in scored]),
+        "coco": {"map": mean(coco), "ap50": mean(coco[:, 0]), "ap75": mean(coco[:, 5])},
+    }
 
 
 def format_table(results):
-    thresh = results["score_thresh"]
-    lines = [f"{'class':<16}{'AP@0.5':>8}{'objects':>9}{f'P@{thresh:g}':>9}{f'R@{thresh:g}':>9}"]
+    thresh, iou = results["score_thresh"], results["iou_thresh"]
+    ap_name = f"AP@{iou:g}" + ("/07" if results["metric"] == "voc07" else "")
+    head = (
+        f"{'class':<16}{ap_name:>10}{'objects':>9}{'dets':>7}{f'P@{thresh:g}':>8}{f'R@{thresh:g}':>8}{'AP.5:.95':>10}"
+    )
+    lines = [head]
     for label, r in results["classes"].items():
         ap = "-" if r["n_gt"] == 0 else f"{r['ap']:.4f}"
-        lines.append(f"{label:<16}{ap:>8}{r['n_gt']:>9}{r['precision_at_thresh']:>9.3f}{r['recall_at_thresh']:>9.3f}")
-    lines.append(f"{'mAP@0.5':<16}{results['map']:>8.4f}")
+        coco = "-" if r["n_gt"] == 0 else f"{np.mean(r['coco_ap']):.4f}"
+        p, rc = r["precision_at_thresh"], r["recall_at_thresh"]
+        lines.append(f"{label:<16}{ap:>10}{r['n_gt']:>9}{r['n_det']:>7}{p:>8.3f}{rc:>8.3f}{coco:>10}")
+    coco = results["coco"]
+    lines.append(f"{'mean':<16}{results['map']:>10.4f}{'':>32}{coco['map']:>10.4f}")
+    lines.append(f"{METRICS[results['metric']]} mAP@{iou:g} = {results['map']:.4f}")
+    lines.append(f"COCO mAP@[.5:.95] = {coco['map']:.4f}   AP50 = {coco['ap50']:.4f}   AP75 = {coco['ap75']:.4f}")
     return "\n".join(lines)
+
+
+def results_summary(results):
+    """The JSON-friendly part of `evaluate_detections`' result (no curves)."""
+
+    def number(x):
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 6)
+
+    classes = {
+        label: {
+            "ap": number(r["ap"]),
+            "n_gt": r["n_gt"],
+            "n_det": r["n_det"],
+            "precision_at_thresh": number(r["precision_at_thresh"]),
+            "recall_at_thresh": number(r["recall_at_thresh"]),
+            "coco_ap": number(np.mean(r["coco_ap"])) if r["n_gt"] else None,
+            "coco_ap50": number(r["coco_ap"][0]) if r["n_gt"] else None,
+            "coco_ap75": number(r["coco_ap"][5]) if r["n_gt"] else None,
+        }
+        for label, r in results["classes"].items()
+    }
+    return {
+        "metric": METRICS[results["metric"]],
+        "iou_thresh": results["iou_thresh"],
+        "score_thresh": results["score_thresh"],
+        "map": number(results["map"]),
+        "coco": {k: number(v) for k, v in results["coco"].items()},
+        "classes": classes,
+    }
+
+
+def plot_pr_curves(results, out_dir):
+    """One precision-recall PNG per class with objects, and all of them together in pr_all.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    scored = {label: r for label, r in results["classes"].items() if r["n_gt"] > 0}
+    paths = []
+    all_fig, all_ax = plt.subplots(figsize=(6, 5))
+    for label, r in scored.items():
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for axis in (ax, all_ax):
+            # the curve starts at precision 1 before the first detection, like the interpolated AP
+            axis.plot(np.r_[0, r["recall"]], np.r_[1, r["precision"]], label=f"{label} (AP {r['ap']:.3f})")
+        ax.set_title(f"{label}: AP@{results['iou_thresh']:g} = {r['ap']:.4f}, {r['n_gt']} objects")
+        paths.append(_finish_pr_figure(plt, fig, ax, os.path.join(out_dir, f"pr_{_safe(label)}.png")))
+    all_ax.set_title(f"mAP@{results['iou_thresh']:g} = {results['map']:.4f}")
+    paths.append(_finish_pr_figure(plt, all_fig, all_ax, os.path.join(out_dir, "pr_all.png")))
+    return paths
+
+
+def _finish_pr_figure(plt, fig, ax, path):
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _safe(label):
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+
+
+def write_evaluation(results, out_dir):
+    """results.json and pr_curves/ in `out_dir`; returns the JSON path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "results.json")
+    with open(path, "w") as f:
+        json.dump(results_summary(results), f, indent=2)
+    plot_pr_curves(results, os.path.join(out_dir, "pr_curves"))
+    return path
+
+
+def evaluate_model(yolo, config, out_dir, metric="voc", score_thresh=None, nms_thresh=0.45):
+    """`main.py evaluate -w`: a detector with its weights loaded, on the config's validation set."""
+    _, valid_set, _ = load_datasets(config)
+    score_thresh = config["valid"]["score_threshold"] if score_thresh is None else score_thresh
+    print(f"Evaluating on {len(valid_set)} validation images.")
+    detections = predict_instances(yolo, valid_set, nms_thresh=nms_thresh)
+    return report_evaluation(valid_set, detections, yolo.labels, out_dir, metric, score_thresh)
+
+
+def report_evaluation(instances, detections, labels, out_dir, metric, score_thresh):
+    results = evaluate_detections(instances, detections, labels, metric, score_thresh=score_thresh)
+    print(format_table(results))
+    path = write_evaluation(results, out_dir)
+    print(f"Results: {path}\nPrecision-recall curves: {os.path.join(out_dir, 'pr_curves')}")
+    return results
+
+
+def evaluate_file(detections_path, ann_dir, images=None, out_dir=".", metric="voc", score_thresh=0.3, labels=None):
+    """`main.py evaluate --detections`: any model's detections against a VOC Annotations folder."""
+    instances, report = load_ground_truth(ann_dir, images)
+    if report.skipped_files or report.clipped_boxes:
+        print(report.summary())
+    records = load_detections_file(detections_path)
+    if labels is None:
+        labels = sorted({o["name"] for i in instances for o in i["object"]} | {r["label"] for r in records})
+    detections, unmatched = records_to_detections(records, instances, labels)
+    if unmatched:
+        shown = ", ".join(sorted(unmatched)[:5])
+        print(f"Note: {sum(unmatched.values())} detections on {len(unmatched)} images without annotations "
+              f"were not scored ({shown}{', ...' if len(unmatched) > 5 else ''}).")  # fmt: skip
+    print(f"Scoring {len(records)} detections on {len(instances)} annotated images, {len(labels)} classes.")
+    return report_evaluation(instances, detections, labels, out_dir, metric, score_thresh)
+
+
+def image_key(name):
+    return os.path.splitext(os.path.basename(str(name)))[0]
+
+
+def load_ground_truth(ann_dir, images=None):
+    """VOC annotations -> (instances, ParseReport); images without objects stay (their detections are
+    false positives). `images`: an image-set list file (one id per line), a folder of images, or None
+    for every XML file in `ann_dir`."""
+    if not os.path.isdir(ann_dir):
+        raise EvaluationError(f"Annotations folder not found: {ann_dir}")
+    if images is None:
+        keys = sorted(image_key(f) for f in os.listdir(ann_dir) if f.endswith(".xml"))
+    elif os.path.isdir(images):
+        keys = sorted(image_key(f) for f in os.listdir(images) if f.lower().endswith(IMAGE_EXTENSIONS))
+    elif os.path.isfile(images):
+        with open(images) as f:
+            keys = [image_key(line.split()[0]) for line in f if line.strip()]
+    else:
+        raise EvaluationError(f"--images: {images} is neither an image-set list file nor a folder")
+    report, instances = ParseReport(), []
+    for key in keys:
+        path = os.path.join(ann_dir, key + ".xml")
+        if not os.path.exists(path):
+            report.skipped_files.append((path, "no annotation file for this image"))
+            continue
+        instance = parse_voc_xml(path, report=report)
+        if instance is None:
+            continue
+        if instance["width"] <= 0 or instance["height"] <= 0:  # no <size>: cannot clip, keep the boxes as they are
+            instance["width"] = instance["height"] = math.inf
+        instance["image"] = key
+        instances.append(clip_objects(instance, report))
+    if not instances:
+        raise EvaluationError(
+            f"No annotations to score in {ann_dir}" + (f" for the images in {images}" if images else "")
+        )
+    return instances, report
+
+
+def load_detections_file(path):
+    """Reads and checks a detections JSON file -> list of records (see the module docstring)."""
+    try:
+        with open(path) as f:
+            records = json.load(f)
+    except FileNotFoundError:
+        raise EvaluationError(f"Detections file not found: {path}") from None
+    except json.JSONDecodeError as e:
+        raise EvaluationError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(records, list):
+        raise EvaluationError(f"{path}: expected a JSON list of detection records, got {type(records).__name__}")
+    for k, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise EvaluationError(f"{path}: record {k} is not an object: {record!r}")
+        if "image" not in record and "image_id" in record:
+            record["image"] = record["image_id"]
+        missing = [key for key in ("image",) + RECORD_KEYS if key not in record]
+        if missing:
+            raise EvaluationError(f"{path}: record {k} lacks {', '.join(missing)}: {record!r}")
+        try:
+            for key in RECORD_KEYS[1:]:
+                record[key] = float(record[key])
+        except (TypeError, ValueError):
+            raise EvaluationError(f"{path}: record {k} has a non-numeric score or coordinate: {record!r}") from None
+        record["label"] = str(record["label"])
+    return records
+
+
+def records_to_detections(records, instances, labels):
+    """Detection records -> per-instance (continuous pixel corners, scores, class ids), and the count of
+    records per image that has no annotation."""
+    index = {instance["image"]: i for i, instance in enumerate(instances)}
+    class_of = {label: c for c, label in enumerate(labels)}
+    per_image = [[] for _ in instances]
+    unmatched = {}
+    for r in records:
+        key = image_key(r["image"])
+        if key not in index:
+            unmatched[key] = unmatched.get(key, 0) + 1
+        elif r["label"] in class_of:
+            per_image[index[key]].append((r["xmin"] - 1, r["ymin"] - 1, r["xmax"], r["ymax"], r["score"], class_of[r["label"]]))  # fmt: skip
+    detections = []
+    for rows in per_image:
+        rows = np.array(rows, np.float64).reshape(-1, 6)
+        detections.append((rows[:, :4], rows[:, 4], rows[:, 5].astype(np.int64)))
+    return detections, unmatched
+
+
+def detection_records(image_name, detection, labels):
+    """One image's detections (continuous corners, scores, class ids) as detections-file records."""
+    return [{"image": image_name, **record} for record in to_records(detection, labels)]
+
+
+class MapEvaluation(keras.callbacks.Callback):
+    """Validation mAP@0.5 every `every` epochs (and on the first and last epoch of each fit) as
+    logs["val_map50"], so the progress bar, CSV log, TensorBoard and the best-by-mAP checkpoint see it.
+
+    Placed before the callbacks that read it. On epochs in between the key is absent, which the CSV log
+    writes as NA and TensorBoard skips.
+    """
+
+    def __init__(self, yolo, instances, every=5, score_thresh=0.3):
+        super().__init__()
+        self.yolo, self.instances = yolo, instances
+        self.every = int(every)
+        self.score_thresh = score_thresh
+        self.first_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.first_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.first_epoch is None:
+            # the CSV log fixes its columns on the first epoch it sees, so that one is always evaluated
+            self.first_epoch = epoch
+        last = epoch + 1 == self.params.get("epochs")
+        if logs is None or not (epoch == self.first_epoch or last or (epoch + 1) % self.every == 0):
+            return
+        detections = predict_instances(self.yolo, self.instances)
+        results = evaluate_detections(self.instances, detections, self.yolo.labels, score_thresh=self.score_thresh)
+        logs["val_map50"] = results["map"]

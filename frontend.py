@@ -4,16 +4,22 @@ yolo = YOLO(backend="Full Yolo", input_size=416, labels=[...],
             max_box_per_image=10, anchors=[w1, h1, ...])
 yolo.model            # training model: [input_image, true_boxes] -> head output
 yolo.inference_model  # input_image -> (batch, grid_h, grid_w, nb_box, 4+1+nb_class)
+yolo.predict(image)   # -> [{"label", "score", "xmin", "ymin", "xmax", "ymax"}, ...]
 """
 
+import os
 import warnings
 
+import cv2
 import keras
+import numpy as np
 
 from backends import get_backend, load_backend_weights
 from config import as_hw
 from custom_layers import GroundTruthPassthrough
 from loss import YoloLoss
+from preprocessing import decode_image, network_input
+from utils import detect
 
 
 class YoloTrainingModel(keras.Model):
@@ -73,6 +79,30 @@ class YOLO:
         self.loss = YoloLoss(self.anchors, **(loss_options or {}))
         self.model, self.inference_model = self._build_models()
 
+    @classmethod
+    def from_config(cls, config, load_pretrained=True, warmup_images=12800):
+        """The detector a config.json describes (its "model" section and the loss weights in "train")."""
+        model_cfg, train_cfg = config["model"], config["train"]
+        return cls(
+            backend=model_cfg["backend"],
+            input_size=model_cfg["input_size"],
+            labels=model_cfg["labels"],
+            max_box_per_image=model_cfg["max_box_per_image"],
+            anchors=model_cfg["anchors"],
+            freeze_backend=model_cfg["freeze_backend"],
+            backend_weights=model_cfg["backend_weights"] or None,
+            backend_options=model_cfg["backend_options"],
+            loss_options={
+                "object_scale": train_cfg["object_scale"],
+                "no_object_scale": train_cfg["no_object_scale"],
+                "coord_scale": train_cfg["coord_scale"],
+                "class_scale": train_cfg["class_scale"],
+                "ignore_thresh": train_cfg["ignore_thresh"],
+                "warmup_images": warmup_images,
+            },
+            load_pretrained=load_pretrained,
+        )
+
     def _load_backend_weights(self, path):
         path = path or self.backend.default_weights_path()
         try:
@@ -111,10 +141,76 @@ class YOLO:
 
     def load_weights(self, path):
         """Loads a full detector's weights (backend + head) saved by this project."""
-        self.model.load_weights(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Weights file not found: {path}")
+        try:
+            self.model.load_weights(path)
+        except (ValueError, KeyError) as e:
+            raise ValueError(
+                f"{path} does not fit this detector ({self.backend.name} backend, input "
+                f"{self.input_w}x{self.input_h}, {self.nb_class} labels, {self.nb_box} anchors): was it trained "
+                f"with another config? Keras said: {str(e).splitlines()[0]}"
+            ) from None
+
+    def detect(self, images, obj_thresh=0.3, nms_thresh=0.45):
+        """RGB uint8 images of any sizes -> per image (boxes as continuous pixel corners of that image,
+        scores, class ids), one forward pass for all of them."""
+        if not len(images):
+            return []
+        batch = np.stack([network_input(image, (self.input_h, self.input_w)) for image in images])
+        netout = self.inference_model.predict_on_batch(batch)
+        return detect(netout, self.anchors, [image.shape[:2] for image in images], obj_thresh, nms_thresh)
+
+    def predict(self, image, threshold=0.3, nms_threshold=0.45):
+        """Detections in one image: an RGB array (H, W, 3) (gray (H, W) and RGBA are converted) or an
+        image file path; a list of them gives a list of results.
+
+        Each detection is {"label", "score", "xmin", "ymin", "xmax", "ymax"} in pixels of that image,
+        VOC convention (1-based, inclusive, like the annotation XML), best score first.
+        """
+        if isinstance(image, list | tuple):
+            results = self.detect([as_rgb(im) for im in image], threshold, nms_threshold)
+            return [to_records(r, self.labels) for r in results]
+        return to_records(self.detect([as_rgb(image)], threshold, nms_threshold)[0], self.labels)
 
     def save_weights(self, path):
         self.model.save_weights(path)
 
     def summary(self, **kwargs):
         self.model.summary(**kwargs)
+
+
+def as_rgb(image):
+    """A file path or an array -> RGB uint8 (H, W, 3)."""
+    if isinstance(image, str | os.PathLike):
+        path = os.fspath(image)
+        decoded = decode_image(path)
+        if decoded is None:
+            raise ValueError(f"Cannot read image {path}: missing or not an image file")
+        return decoded
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"Expected an RGB image (H, W, 3), got an array of shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"Expected uint8 pixels (0-255), got {image.dtype}")
+    return image
+
+
+def to_records(detection, labels):
+    """(continuous corners, scores, class ids) -> detection records in the VOC pixel convention."""
+    boxes, scores, class_ids = detection
+    return [
+        {
+            "label": labels[int(c)],
+            "score": float(s),
+            "xmin": float(b[0]) + 1,
+            "ymin": float(b[1]) + 1,
+            "xmax": float(b[2]),
+            "ymax": float(b[3]),
+        }
+        for b, s, c in zip(boxes, scores, class_ids)
+    ]

@@ -4,6 +4,9 @@ python main.py --epochs 50 --batch_size 32          # train with config.json
 python main.py --config configs/demo.json           # the embedded demo (a few minutes on a CPU)
 python main.py --resume [runs/NAME]                 # continue an interrupted run
 python main.py anchors -n 5 [--write]               # k-means anchors for the config's training boxes
+python main.py evaluate -w runs/demo/best.weights.h5 # per-class AP table, results.json, PR curves
+python main.py evaluate --detections dets.json --annotations VOC2012/Annotations [--images val.txt]
+python main.py predict -w W -i photo.jpg|folder|video.mp4|0 [--json dets.json]
 """
 
 import argparse
@@ -17,9 +20,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def parse_args(argv):
     p = argparse.ArgumentParser(description="Train a YOLOv2 detector (settings in a keras-yolo2 style config.json).")
     p.add_argument(
-        "command", nargs="?", default="train", choices=["train", "anchors"], help="what to do (default: train)"
+        "command",
+        nargs="?",
+        default="train",
+        choices=["train", "anchors", "evaluate", "predict"],
+        help="what to do (default: train)",
     )
-    p.add_argument("-c", "--config", default="config.json", help="config file (default: config.json)")
+    p.add_argument(
+        "-c", "--config", help="config file (default: config.json, or the run's own config.json beside -w weights)"
+    )
     p.add_argument("--epochs", type=int, help="number of epochs (train.nb_epochs)")
     p.add_argument("--batch_size", type=int, help="images per batch (train.batch_size)")
     p.add_argument("--learning_rate", type=float, help="peak learning rate (train.learning_rate)")
@@ -37,6 +46,20 @@ def parse_args(argv):
     p.add_argument("-n", "--num_anchors", type=int, help="anchors: how many (default: as many as the config has)")
     p.add_argument("--write", action="store_true", help="anchors: write them into the config file")
     p.add_argument("--resume", nargs="?", const="latest", help="resume a run folder (default: the latest run)")
+    use = p.add_argument_group("evaluate and predict")
+    use.add_argument("-w", "--weights", help="detector weights (e.g. runs/demo/best.weights.h5)")
+    use.add_argument("--output", help="output folder (default: the weights' run folder, else a new runs/ folder)")
+    use.add_argument("--threshold", type=float, help="score threshold (default: valid.score_threshold)")
+    use.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
+    use.add_argument("--metric", choices=["voc", "voc07"], default="voc", help="voc: all-point AP; voc07: 11-point")
+    use.add_argument("--detections", help="evaluate: a detections JSON file from any model, instead of -w")
+    use.add_argument("--annotations", help="evaluate --detections: the VOC Annotations folder")
+    use.add_argument("--images", help="evaluate --detections: an image-set list (one id per line) or image folder")
+    use.add_argument("-i", "--input", help="predict: image, folder of images, video file, or webcam index (0)")
+    use.add_argument(
+        "--json", nargs="?", const="", help="predict: write the detections as JSON (default: <output>/detections.json)"
+    )
+    use.add_argument("--max_frames", type=int, help="predict: stop a video or webcam after this many frames")
     p.add_argument(
         "--verbose",
         type=int,
@@ -70,6 +93,64 @@ def resolve_config(args):
             config["train"]["nb_epochs"] = args.epochs
         return config, run_dir
     return apply_overrides(load_config(args.config), args), None
+
+
+def weights_run_dir(weights):
+    """The run folder holding `weights` (it has the config.json the run was trained with), or None."""
+    folder = os.path.dirname(os.path.abspath(weights))
+    return folder if os.path.exists(os.path.join(folder, "config.json")) else None
+
+
+def output_dir(args, config, name):
+    from training import new_run_dir
+
+    if args.output:
+        return args.output
+    run_dir = weights_run_dir(args.weights) if args.weights else None
+    if run_dir:
+        return os.path.join(run_dir, name)
+    return new_run_dir(config["train"]["runs_dir"] if config else "runs", name)
+
+
+def load_detector(args, config):
+    from frontend import YOLO
+
+    if not args.weights:
+        fail(f"{args.command} needs detector weights: -w runs/<run>/best.weights.h5")
+    yolo = YOLO.from_config(config, load_pretrained=False)
+    try:
+        yolo.load_weights(args.weights)
+    except (FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    return yolo
+
+
+def evaluate_command(args, config):
+    from evaluate import evaluate_file, evaluate_model
+
+    if args.detections:
+        if not args.annotations:
+            fail("evaluate --detections also needs --annotations <VOC Annotations folder>")
+        out = output_dir(args, None, "evaluation")
+        thresh = 0.3 if args.threshold is None else args.threshold
+        return evaluate_file(args.detections, args.annotations, args.images, out, args.metric, thresh)
+    if not args.weights:
+        fail("evaluate needs -w <detector weights> (or --detections <file> --annotations <folder>)")
+    yolo = load_detector(args, config)
+    out = output_dir(args, config, "evaluation")
+    return evaluate_model(yolo, config, out, args.metric, args.threshold, args.nms)
+
+
+def predict_command(args, config):
+    from predict import run_prediction
+
+    if not args.input:
+        fail("predict needs -i <image, folder, video file or webcam index>")
+    yolo = load_detector(args, config)
+    out = output_dir(args, config, "predictions")
+    json_path = (args.json or os.path.join(out, "detections.json")) if args.json is not None else None
+    threshold = config["valid"]["score_threshold"] if args.threshold is None else args.threshold
+    return run_prediction(yolo, args.input, out, threshold, args.nms, json_path, args.max_frames)
 
 
 def anchors_command(args, config):
@@ -106,14 +187,23 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from config import ConfigError
     from datasets import DatasetNotFound
+    from evaluate import EvaluationError
+    from predict import PredictionError
     from training import TrainingError, run_training
 
     try:
+        if args.config is None:
+            # evaluate / predict on a run's weights default to the config that run was trained with
+            run_dir = weights_run_dir(args.weights) if args.weights and args.command != "train" else None
+            args.config = os.path.join(run_dir, "config.json") if run_dir else "config.json"
+        if args.command == "evaluate" and args.detections:
+            return evaluate_command(args, None)
         config, run_dir = resolve_config(args)
-        if args.command == "anchors":
-            return anchors_command(args, config)
+        commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command}
+        if args.command in commands:
+            return commands[args.command](args, config)
         return run_training(config, run_dir, verbose=args.verbose)
-    except (ConfigError, DatasetNotFound) as e:
+    except (ConfigError, DatasetNotFound, EvaluationError, PredictionError) as e:
         fail(str(e))
     except TrainingError as e:
         fail(str(e), e.exit_code)

@@ -205,6 +205,11 @@ def resize_for_network(image, boxes, out_hw):
     return _warp(image, boxes, matrix, out_hw)
 
 
+def network_input(image, input_hw):
+    """An RGB image resized for the network exactly as validation images are."""
+    return resize_for_network(image, np.zeros((0, 4), np.float32), input_hw)[0]
+
+
 def augment(image, boxes, out_hw, rng, jitter=0.2, flip=True, hue=0.1, saturation=1.5, exposure=1.5):
     """darknet's load_data_region: random crop/pad of up to `jitter` of each side (scale, translation
     and aspect change), resize, horizontal flip, then random_distort_image in HSV.

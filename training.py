@@ -17,7 +17,7 @@ import keras
 from keras import ops
 
 from datasets import load_datasets
-from evaluate import evaluate_detections, format_table, predict_instances
+from evaluate import MapEvaluation, evaluate_detections, format_table, predict_instances, write_evaluation
 from frontend import YOLO
 from preprocessing import BatchGenerator, decode_image
 from utils import draw_boxes
@@ -37,12 +37,12 @@ def run_training(config, run_dir=None, verbose=1):
     """Trains as `config` says (continuing `run_dir` if given), then evaluates; returns the evaluation."""
     train_set, valid_set = load_data(config)
     keras.utils.set_random_seed(int(config["train"]["seed"]))  # same config, same initial weights
-    yolo = build_detector(config, seen_images_schedule(config["train"], len(train_set)))
+    yolo = YOLO.from_config(config, warmup_images=seen_images_schedule(config["train"], len(train_set)))
     check_weights(yolo, config)
     train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set)
     epochs = int(config["train"]["nb_epochs"])
     yolo.model.compile(optimizer=make_optimizer(config["train"], epochs * len(train_gen)))
-    initial_epoch, best = 0, math.inf
+    initial_epoch, best = 0, None
     if run_dir:
         initial_epoch, best = load_resume_state(os.path.join(run_dir, "resume.h5"), yolo.model)
         train_gen.set_epoch(initial_epoch)
@@ -56,7 +56,8 @@ def run_training(config, run_dir=None, verbose=1):
     if initial_epoch < epochs:
         try:
             yolo.model.fit(train_gen, validation_data=valid_gen, epochs=epochs, initial_epoch=initial_epoch,
-                           callbacks=make_callbacks(config, run_dir, best, initial_epoch), verbose=verbose)  # fmt: skip
+                           callbacks=make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch),
+                           verbose=verbose)  # fmt: skip
         except KeyboardInterrupt:
             raise TrainingInterrupted(
                 f"Interrupted. Completed epochs are saved; continue with:\n  python main.py --resume {run_dir}"
@@ -76,28 +77,6 @@ def load_data(config):
               "the no-object test sees only the first ones.")  # fmt: skip
     print(f"Training on {len(train_set)} images, validating on {len(valid_set)}.")
     return train_set, valid_set
-
-
-def build_detector(config, warmup_images=12800):
-    model_cfg, train_cfg = config["model"], config["train"]
-    return YOLO(
-        backend=model_cfg["backend"],
-        input_size=model_cfg["input_size"],
-        labels=model_cfg["labels"],
-        max_box_per_image=model_cfg["max_box_per_image"],
-        anchors=model_cfg["anchors"],
-        freeze_backend=model_cfg["freeze_backend"],
-        backend_weights=model_cfg["backend_weights"] or None,
-        backend_options=model_cfg["backend_options"],
-        loss_options={
-            "object_scale": train_cfg["object_scale"],
-            "no_object_scale": train_cfg["no_object_scale"],
-            "coord_scale": train_cfg["coord_scale"],
-            "class_scale": train_cfg["class_scale"],
-            "ignore_thresh": train_cfg["ignore_thresh"],
-            "warmup_images": warmup_images,
-        },
-    )
 
 
 def check_weights(yolo, config):
@@ -142,9 +121,17 @@ def make_generators(config, yolo, train_set, valid_set):
     return train_gen, valid_gen
 
 
-def make_callbacks(config, run_dir, best, initial_epoch):
-    callbacks = [
-        RunCheckpoint(run_dir, best=best),
+def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch):
+    """mAP evaluation first: the checkpoint, CSV log and TensorBoard read the value it adds to the logs."""
+    every = config["valid"]["map_every"]
+    callbacks = []
+    if every:
+        callbacks.append(MapEvaluation(yolo, valid_set, every, config["valid"]["score_threshold"]))
+        checkpoint = RunCheckpoint(run_dir, monitor="val_map50", mode="max", best=best)
+    else:
+        checkpoint = RunCheckpoint(run_dir, monitor="val_loss", mode="min", best=best)
+    callbacks += [
+        checkpoint,
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
     ]
@@ -155,19 +142,17 @@ def make_callbacks(config, run_dir, best, initial_epoch):
 
 
 def report(yolo, config, valid_set, run_dir):
-    """Evaluates the best checkpoint and writes results.json, the curves and prediction images."""
+    """Evaluates the best checkpoint; writes results.json, PR curves, training curves, prediction images."""
     best_path = os.path.join(run_dir, "best.weights.h5")
     if os.path.exists(best_path):
         yolo.load_weights(best_path)
-    print("\nEvaluating the best checkpoint on the validation set (VOC all-point AP, IoU 0.5):")
+    print("\nEvaluating the best checkpoint on the validation set:")
     # One detection pass (low threshold, as darknet's valid) serves both the AP and the drawings.
     detections = predict_instances(yolo, valid_set)
     score_thresh = config["valid"]["score_threshold"]
     results = evaluate_detections(valid_set, detections, yolo.labels, score_thresh=score_thresh)
     print(format_table(results))
-    with open(os.path.join(run_dir, "results.json"), "w") as f:
-        classes = {k: {"ap": v["ap"], "n_gt": v["n_gt"]} for k, v in results["classes"].items()}
-        json.dump({"map50": results["map"], "classes": classes}, f, indent=2)
+    write_evaluation(results, run_dir)
     curves = plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
     predictions = os.path.join(run_dir, "predictions")
     images = write_prediction_images(
@@ -180,7 +165,8 @@ def report(yolo, config, valid_set, run_dir):
             print(f"Note: Keras 3 weight files end in .weights.h5; saved_weights_name is written as {saved}")
         shutil.copyfile(best_path, saved)
     print(f"\nmAP@0.5 = {results['map']:.4f}")
-    print(f"Weights: {best_path}\nCurves: {curves}\nPredictions: {len(images)} images in {predictions}")
+    print(f"Weights: {best_path}\nCurves: {curves}, PR curves in {os.path.join(run_dir, 'pr_curves')}")
+    print(f"Predictions: {len(images)} images in {predictions}")
     return results
 
 
@@ -279,23 +265,24 @@ def load_resume_state(path, model):
 class RunCheckpoint(keras.callbacks.Callback):
     """Each epoch: last.weights.h5, best.weights.h5 (by `monitor`), and resume.h5, all atomic."""
 
-    def __init__(self, run_dir, monitor="val_loss", best=math.inf):
+    def __init__(self, run_dir, monitor="val_loss", mode="min", best=None):
         super().__init__()
         self.run_dir = run_dir
         self.monitor = monitor
-        self.best = best
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.best = math.inf * self.sign if best is None else best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
         save_weights_atomic(self.model, os.path.join(self.run_dir, "last.weights.h5"))
-        if value is not None and value < self.best:
+        if value is not None and not math.isnan(value) and self.sign * value < self.sign * self.best:
             self.best = float(value)
             save_weights_atomic(self.model, os.path.join(self.run_dir, "best.weights.h5"))
         save_resume_state(os.path.join(self.run_dir, "resume.h5"), self.model, epoch + 1, self.best)
 
 
 def plot_training_curves(csv_path, png_path):
-    """Loss curves (total and per term, train and validation) from the CSV log, as a PNG."""
+    """Loss curves (total and per term, train and validation) and validation mAP from the CSV log, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,14 +293,21 @@ def plot_training_curves(csv_path, png_path):
     if not rows:
         return None
     epochs = [int(r["epoch"]) + 1 for r in rows]
-    terms = ["loss", "coord_loss", "obj_loss", "noobj_loss", "class_loss"]
-    fig, axes = plt.subplots(1, len(terms), figsize=(4 * len(terms), 3.5))
-    for ax, term in zip(axes, terms):
-        for prefix, style in (("", "-"), ("val_", "--")):
-            key = prefix + term
-            if key in rows[0]:
-                ax.plot(epochs, [float(r[key]) for r in rows], style, label=key)
-        ax.set_title(term)
+    panels = [("loss", ["loss", "val_loss"]), ("coord_loss", ["coord_loss", "val_coord_loss"]),
+              ("obj_loss", ["obj_loss", "val_obj_loss"]), ("noobj_loss", ["noobj_loss", "val_noobj_loss"]),
+              ("class_loss", ["class_loss", "val_class_loss"])]  # fmt: skip
+    if "val_map50" in rows[0]:
+        panels.append(("validation mAP@0.5", ["val_map50"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            if key not in rows[0]:
+                continue
+            points = [(e, float(r[key])) for e, r in zip(epochs, rows) if r[key] not in ("", "NA", "nan")]
+            style = "--o" if key == "val_map50" else "--" if key.startswith("val_") else "-"
+            if points:
+                ax.plot(*zip(*points), style, label=key, markersize=3)
+        ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)

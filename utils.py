@@ -1,4 +1,4 @@
-"""Boxes, decoding of the head output, NMS, VOC average precision, drawing.
+"""Boxes, decoding of the head output, NMS, drawing (metrics live in metrics.py).
 
 Boxes are numpy arrays (N, 4) of xmin, ymin, xmax, ymax; decoding works on a whole
 batch at once (no loop over grid cells).
@@ -83,58 +83,6 @@ def detect(netout, anchors, image_sizes, obj_thresh=0.3, nms_thresh=0.45):
         boxes = np.clip(boxes[keep] * np.array([w, h, w, h], np.float32), 0, [w, h, w, h])
         results.append((boxes, scores[keep], cls[keep]))
     return results
-
-
-def voc_ap(recall, precision):
-    """VOC2010+ all-point AP: area under the precision envelope (the devkit's VOCap)."""
-    mrec = np.concatenate([[0.0], recall, [1.0]])
-    mpre = np.concatenate([[0.0], precision, [0.0]])
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    changes = np.nonzero(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[changes + 1] - mrec[changes]) * mpre[changes + 1]))
-
-
-def match_detections(detections, ground_truth, iou_thresh=0.5):
-    """VOC devkit matching for one class.
-
-    detections: list of (image_id, score, box). ground_truth: {image_id: (boxes (N, 4), difficult (N,))}.
-    Returns (scores, tp, fp) sorted by score, and the number of non-difficult objects.
-    Highest-scoring detections claim objects first; a second detection of a claimed
-    object is a false positive; a detection matched to a difficult object counts as neither.
-    """
-    n_pos = int(sum(np.sum(~np.asarray(d, bool)) for _, d in ground_truth.values()))
-    detections = sorted(detections, key=lambda d: -d[1])
-    claimed = {image_id: np.zeros(len(boxes), bool) for image_id, (boxes, _) in ground_truth.items()}
-    tp, fp = np.zeros(len(detections)), np.zeros(len(detections))
-    for k, (image_id, _score, box) in enumerate(detections):
-        gt_boxes, difficult = ground_truth.get(image_id, (np.zeros((0, 4)), np.zeros(0, bool)))
-        if len(gt_boxes) == 0:
-            fp[k] = 1
-            continue
-        # VOC measures boxes in inclusive integer pixels: +1 on widths and heights.
-        ious = box_iou(np.asarray(box)[None] + [0, 0, 1, 1], np.asarray(gt_boxes) + [0, 0, 1, 1])[0]
-        best = int(np.argmax(ious))
-        if ious[best] < iou_thresh:
-            fp[k] = 1
-        elif difficult[best]:
-            continue
-        elif not claimed[image_id][best]:
-            tp[k] = 1
-            claimed[image_id][best] = True
-        else:
-            fp[k] = 1
-    scores = np.array([d[1] for d in detections])
-    return scores, tp, fp, n_pos
-
-
-def average_precision(detections, ground_truth, iou_thresh=0.5):
-    """-> dict(ap, n_gt, tp, fp, recall, precision arrays) for one class."""
-    scores, tp, fp, n_pos = match_detections(detections, ground_truth, iou_thresh)
-    ctp, cfp = np.cumsum(tp), np.cumsum(fp)
-    recall = ctp / max(n_pos, 1)
-    precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)
-    ap = voc_ap(recall, precision) if n_pos else float("nan")
-    return {"ap": ap, "n_gt": n_pos, "scores": scores, "recall": recall, "precision": precision}
 
 
 def class_colors(n):

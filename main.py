@@ -48,7 +48,10 @@ def parse_args(argv):
     p.add_argument("--resume", nargs="?", const="latest", help="resume a run folder (default: the latest run)")
     use = p.add_argument_group("evaluate and predict")
     use.add_argument("-w", "--weights", help="detector weights (e.g. runs/demo/best.weights.h5)")
-    use.add_argument("--output", help="output folder (default: the weights' run folder, else a new runs/ folder)")
+    use.add_argument(
+        "--output",
+        help="output folder (default: <run>/evaluation or <run>/predict beside the weights, else a new runs/ folder)",
+    )
     use.add_argument("--threshold", type=float, help="score threshold (default: valid.score_threshold)")
     use.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
     use.add_argument("--metric", choices=["voc", "voc07"], default="voc", help="voc: all-point AP; voc07: 11-point")
@@ -147,7 +150,7 @@ def predict_command(args, config):
     if not args.input:
         fail("predict needs -i <image, folder, video file or webcam index>")
     yolo = load_detector(args, config)
-    out = output_dir(args, config, "predictions")
+    out = output_dir(args, config, "predict")
     json_path = (args.json or os.path.join(out, "detections.json")) if args.json is not None else None
     threshold = config["valid"]["score_threshold"] if args.threshold is None else args.threshold
     return run_prediction(yolo, args.input, out, threshold, args.nms, json_path, args.max_frames)

@@ -80,6 +80,7 @@ def test_unknown_key_warns_with_suggestion():
         ({"model": {"labels": ["a", "a"]}}, "duplicates"),
         ({"train": {"batch_size": 0}}, "batch_size"),
         ({"train": {"optimizer": "rmsprop"}}, "optimizer"),
+        ({"valid": {"map_every": -1}}, "map_every"),
         ([], "top level"),
     ],
 )

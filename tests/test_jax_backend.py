@@ -1,4 +1,4 @@
-"""The model, loss and a train step under KERAS_BACKEND=jax (run in a subprocess: the backend is fixed at import)."""
+"""The model, loss, a train step with the mAP callback, and prediction under KERAS_BACKEND=jax (run in a subprocess: the backend is fixed at import)."""
 
 import json
 import os
@@ -19,6 +19,7 @@ import numpy as np
 warnings.filterwarnings("ignore")
 import keras
 assert keras.backend.backend() == "jax", keras.backend.backend()
+from evaluate import MapEvaluation
 from frontend import YOLO
 from loss import YoloLoss
 from preprocessing import BatchGenerator
@@ -35,9 +36,12 @@ instance = {"filename": "tests/data/shapes.jpg", "width": 128, "height": 128,
             "object": [{"name": "a", "difficult": False, "xmin": 10, "ymin": 20, "xmax": 60, "ymax": 90}]}
 cfg = {"labels": ["a", "b"], "batch_size": 2, "input_hw": (128, 128), "grid_hw": (4, 4), "anchors": yolo.anchors,
        "max_box_per_image": 4}
-history = yolo.model.fit(BatchGenerator([instance], cfg, augment_images=False), epochs=1, verbose=0)
+history = yolo.model.fit(BatchGenerator([instance], cfg, augment_images=False), epochs=1, verbose=0,
+                         callbacks=[MapEvaluation(yolo, [instance], every=1)])
+predicted = yolo.predict("tests/data/shapes.jpg", threshold=0.0)
 print(json.dumps({"loss": float(total), "terms": {k: float(v) for k, v in terms.items()},
-                  "fit_loss": history.history["loss"][0], "head_changed": bool(np.abs(np.array(head.kernel) - before).max() > 0),
+                  "fit_loss": history.history["loss"][0], "map": history.history["val_map50"][0],
+                  "predicted": len(predicted), "head_changed": bool(np.abs(np.array(head.kernel) - before).max() > 0),
                   "shape": list(yolo.inference_model.predict_on_batch(np.zeros((1, 128, 128, 3), np.uint8)).shape)}))
 """
 
@@ -66,4 +70,6 @@ def test_loss_and_train_step_under_jax(tmp_path):
     for name, value in terms.items():
         assert result["terms"][name] == pytest.approx(float(value), rel=1e-5, abs=1e-6)
     assert np.isfinite(result["fit_loss"]) and result["head_changed"]
+    assert 0 <= result["map"] <= 1
+    assert result["predicted"] > 0  # every candidate passes threshold 0; NMS leaves at least one box
     assert result["shape"] == [1, 4, 4, 2, 7]

@@ -104,5 +104,7 @@ def draw_boxes(image, boxes, scores, class_ids, labels):
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         y_text = max(y0, th + base)
         cv2.rectangle(image, (x0, y_text - th - base), (x0 + tw, y_text), color, -1)
-        cv2.putText(image, caption, (x0, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        # black on light colours, white on dark ones (Rec. 601 luma)
+        ink = (0, 0, 0) if 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2] > 128 else (255, 255, 255)
+        cv2.putText(image, caption, (x0, y_text - base), cv2.FONT_HERSHEY_SIMPLEX, scale, ink, 1, cv2.LINE_AA)
     return image

@@ -74,15 +74,19 @@ def evaluate_detections(instances, detections, labels, metric="voc", iou_thresh=
         per_class[label] = result
     scored = [r for r in per_class.values() if r["n_gt"] > 0]
     coco = np.array([r["coco_ap"] for r in scored]).reshape(-1, len(COCO_IOU_THRESHOLDS))
-    mean = (lambda values: float(np.mean(values))) if scored else (lambda values: float("nan"))
     return {
         "metric": metric,
         "iou_thresh": iou_thresh,
         "score_thresh": score_thresh,
         "classes": per_class,
-        "map": mean([r["ap"] for r in scored]),
-        "coco": {"map": mean(coco), "ap50": mean(coco[:, 0]), "ap75": mean(coco[:, 5])},
+        "map": _mean([r["ap"] for r in scored]),
+        "coco": {"map": _mean(coco), "ap50": _mean(coco[:, 0]), "ap75": _mean(coco[:, 5])},
     }
+
+
+def _mean(values):
+    values = np.asarray(values, np.float64)
+    return float(np.mean(values)) if values.size else float("nan")
 
 
 def format_table(results):

@@ -8,6 +8,7 @@ yolo.predict(image)   # -> [{"label", "score", "xmin", "ymin", "xmax", "ymax"}, 
 """
 
 import os
+import re
 import warnings
 
 import cv2
@@ -69,11 +70,11 @@ class YOLO:
 
         self.backend = get_backend(backend, **(backend_options or {}))
         self.backend_model = self.backend.build((self.input_h, self.input_w, 3))
-        self.backend_weights = None
+        self.backend_weights, self.not_pretrained = None, []
         if load_pretrained:
             self.backend_weights = self._load_backend_weights(backend_weights)
-        # trainable=False also keeps BatchNormalization in inference mode.
-        self.backend_model.trainable = not freeze_backend
+        if freeze_backend:
+            self._freeze_backend()
         self.grid_h, self.grid_w = self.backend_model.output.shape[1:3]
 
         self.loss = YoloLoss(self.anchors, **(loss_options or {}))
@@ -103,10 +104,19 @@ class YOLO:
             load_pretrained=load_pretrained,
         )
 
+    def _freeze_backend(self):
+        """trainable=False also keeps BatchNormalization in inference mode. Layers the weights file
+        did not cover (a darknet prefix) stay trainable: frozen random layers could not learn."""
+        if not self.not_pretrained:
+            self.backend_model.trainable = False
+            return
+        for layer in self.backend_model.layers:
+            layer.trainable = layer.name in self.not_pretrained
+
     def _load_backend_weights(self, path):
         path = path or self.backend.default_weights_path()
         try:
-            load_backend_weights(self.backend_model, path)
+            self.not_pretrained = load_backend_weights(self.backend_model, path)
         except FileNotFoundError:
             warnings.warn(
                 f"{self.backend.name}: no backend weights at {path}; the backend is randomly initialised.",
@@ -214,3 +224,10 @@ def to_records(detection, labels):
         }
         for b, s, c in zip(boxes, scores, class_ids)
     ]
+
+
+def save_weights_atomic(model, path):
+    """Keras writes in place; a crash mid-write would destroy the previous file. Write aside, then rename."""
+    tmp = re.sub(r"\.weights\.h5$", "", path) + ".tmp.weights.h5"
+    model.save_weights(tmp)
+    os.replace(tmp, path)

@@ -7,6 +7,7 @@ python main.py anchors -n 5 [--write]               # k-means anchors for the co
 python main.py evaluate -w runs/demo/best.weights.h5 # per-class AP table, results.json, PR curves
 python main.py evaluate --detections dets.json --annotations VOC2012/Annotations [--images val.txt]
 python main.py predict -w W -i photo.jpg|folder|video.mp4|0 [--json dets.json]
+python main.py convert --cfg yolov2-voc.cfg --weights yolov2-voc.weights  # darknet -> weights/
 """
 
 import argparse
@@ -23,7 +24,7 @@ def parse_args(argv):
         "command",
         nargs="?",
         default="train",
-        choices=["train", "anchors", "evaluate", "predict"],
+        choices=["train", "anchors", "evaluate", "predict", "convert"],
         help="what to do (default: train)",
     )
     p.add_argument(
@@ -63,6 +64,13 @@ def parse_args(argv):
         "--json", nargs="?", const="", help="predict: write the detections as JSON (default: <output>/detections.json)"
     )
     use.add_argument("--max_frames", type=int, help="predict: stop a video or webcam after this many frames")
+    dark = p.add_argument_group("convert (darknet weights; --weights names the .weights file)")
+    dark.add_argument("--cfg", help="darknet cfg the weights were trained with, e.g. yolov2-voc.cfg")
+    dark.add_argument("--out", default="weights", help="output folder (default: weights/)")
+    dark.add_argument("--labels", help="class names file (voc.names, coco.names); default: the config's labels")
+    dark.add_argument(
+        "--backend_only", action="store_true", help="write only the backend file (to train a new head for your labels)"
+    )
     p.add_argument(
         "--verbose",
         type=int,
@@ -186,9 +194,36 @@ def anchors_command(args, config):
     return {"anchors": values, "average_iou": iou}
 
 
+def convert_command(args, config):
+    from darknet import convert
+
+    if not (args.cfg and args.weights):
+        fail("convert needs --cfg <darknet cfg> and --weights <darknet .weights file>")
+    labels = None if args.backend_only else config["model"]["labels"]
+    if args.labels and not args.backend_only:
+        with open(args.labels) as f:
+            labels = [line.strip() for line in f if line.strip()]
+    result = convert(args.cfg, args.weights, args.out, labels=labels, backend_only=args.backend_only)
+    h = result["header"]
+    print(f"{args.weights}: darknet {h['major']}.{h['minor']}.{h['revision']}, seen {h['seen']:,} images")
+    print(f"Converted {len(result['layers'])} convolutional layers ({result['layers'][0]} ... {result['layers'][-1]}).")
+    if result["missing"]:
+        print(
+            f"Not in the file, left as initialised (they train even in a frozen backend): {', '.join(result['missing'])}"
+        )
+    print(f"Backend weights: {result['backend']}")
+    if result["detector"]:
+        print(
+            f"Detector weights: {result['detector']}\nIts config (backend, input size, anchors, labels): {result['config']}"
+        )
+        print(f"Try: python main.py predict -c {result['config']} -w {result['detector']} -i <image>")
+    return result
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from config import ConfigError
+    from darknet import DarknetError
     from datasets import DatasetNotFound
     from evaluate import EvaluationError
     from predict import PredictionError
@@ -202,11 +237,12 @@ def main(argv=None):
         if args.command == "evaluate" and args.detections:
             return evaluate_command(args, None)
         config, run_dir = resolve_config(args)
-        commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command}
+        commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command,
+                    "convert": convert_command}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args, config)
         return run_training(config, run_dir, verbose=args.verbose)
-    except (ConfigError, DatasetNotFound, EvaluationError, PredictionError) as e:
+    except (ConfigError, DatasetNotFound, EvaluationError, PredictionError, DarknetError) as e:
         fail(str(e))
     except TrainingError as e:
         fail(str(e), e.exit_code)

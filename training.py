@@ -8,7 +8,6 @@ import glob
 import json
 import math
 import os
-import re
 import shutil
 
 import cv2
@@ -18,7 +17,7 @@ from keras import ops
 
 from datasets import load_datasets
 from evaluate import MapEvaluation, evaluate_detections, format_table, predict_instances, write_evaluation
-from frontend import YOLO
+from frontend import YOLO, save_weights_atomic
 from preprocessing import BatchGenerator, decode_image
 from utils import draw_boxes
 
@@ -226,13 +225,6 @@ def new_run_dir(runs_dir, name):
 def latest_run_dir(runs_dir):
     candidates = [d for d in glob.glob(os.path.join(runs_dir, "*")) if os.path.exists(os.path.join(d, "resume.h5"))]
     return max(candidates, key=os.path.getmtime) if candidates else None
-
-
-def save_weights_atomic(model, path):
-    """Keras writes in place; a crash mid-write would destroy the previous file. Write aside, then rename."""
-    tmp = re.sub(r"\.weights\.h5$", "", path) + ".tmp.weights.h5"
-    model.save_weights(tmp)
-    os.replace(tmp, path)
 
 
 def save_resume_state(path, model, epoch, best):

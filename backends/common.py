@@ -106,6 +106,9 @@ def load_backend_weights(model, path):
     That is the layout of keras-yolo2's `*_backend.h5`, Keras applications'
     `*_notop.h5` files, and the files this project writes. Every layer of
     `model` that has weights must be found in the file with the same shapes.
+
+    Returns the names of layers the file marks as not pretrained (a converted darknet
+    prefix such as darknet19_448.conv.23 covers only the first layers).
     """
     layers = {h5_layer_name(layer.name): layer for layer in _layers_with_weights(model)}
     try:
@@ -116,6 +119,7 @@ def load_backend_weights(model, path):
         raise ValueError(f"{path}: not a readable HDF5 weights file ({e})") from None
     with f:
         group = f["model_weights"] if "model_weights" in f else f
+        not_pretrained = [n.decode() if isinstance(n, bytes) else n for n in f.attrs.get("not_pretrained", [])]
         file_layers = {}
         for name in group.attrs.get("layer_names", list(group.keys())):
             name = name.decode() if isinstance(name, bytes) else name
@@ -139,16 +143,18 @@ def load_backend_weights(model, path):
                 f"but the model expects {expected}."
             )
         layer.set_weights(arrays)
-    return len(layers)
+    return not_pretrained
 
 
-def save_backend_weights(model, path):
-    """Writes `model`'s weights in the Keras 2 HDF5 layout that load_backend_weights reads."""
+def save_backend_weights(model, path, not_pretrained=()):
+    """Writes `model`'s weights in the Keras 2 HDF5 layout that load_backend_weights reads;
+    `not_pretrained` names layers left as initialised (they keep training when the backend is frozen)."""
     tmp = path + ".tmp"
     with h5py.File(tmp, "w") as f:
         layers = _layers_with_weights(model)
         f.attrs["layer_names"] = [layer.name.encode() for layer in layers]
         f.attrs["backend"] = b"tensorflow"
+        f.attrs["not_pretrained"] = [name.encode() for name in not_pretrained]
         for layer in layers:
             g = f.create_group(layer.name)
             names = [f"{layer.name}/{w.name}:0".encode() for w in layer.weights]

@@ -15,7 +15,16 @@ import cv2
 import keras
 import numpy as np
 
-from backends import get_backend, load_backend_weights
+from backends import (
+    DETECTOR_VS_BACKEND,
+    assign_by_name,
+    get_backend,
+    h5_layer_name,
+    is_keras2_file,
+    layers_with_weights,
+    load_backend_weights,
+    read_keras2_weights,
+)
 from config import as_hw
 from custom_layers import GroundTruthPassthrough
 from loss import YoloLoss
@@ -150,9 +159,13 @@ class YOLO:
         return model, inference_model
 
     def load_weights(self, path):
-        """Loads a full detector's weights (backend + head) saved by this project."""
+        """Loads a whole detector's weights (backend + head): this project's .weights.h5 files,
+        converted darknet detectors, and keras-yolo2's checkpoints (e.g. full_yolo_raccoon.h5)."""
         if not os.path.exists(path):
             raise FileNotFoundError(f"Weights file not found: {path}")
+        if is_keras2_file(path):
+            self._load_keras2_detector(path)
+            return
         try:
             self.model.load_weights(path)
         except (ValueError, KeyError) as e:
@@ -161,6 +174,36 @@ class YOLO:
                 f"{self.input_w}x{self.input_h}, {self.nb_class} labels, {self.nb_box} anchors): was it trained "
                 f"with another config? Keras said: {str(e).splitlines()[0]}"
             ) from None
+
+    def _load_keras2_detector(self, path):
+        """keras-yolo2 saved whole models in Keras 2's HDF5 layout: the backend as one nested model,
+        then the head named DetectionLayer."""
+        file_layers, _ = read_keras2_weights(path)
+        if "DetectionLayer" not in file_layers:
+            raise ValueError(f"{path} is a backend file (no detection head), not a detector. {DETECTOR_VS_BACKEND}")
+        layers = {h5_layer_name(layer.name): layer for layer in layers_with_weights(self.backend_model)}
+        missing = sorted(set(layers) - set(file_layers))
+        if missing:
+            raise ValueError(
+                f"{path} does not hold the {self.backend.name} backend's layers ({', '.join(missing[:4])} ...): "
+                "was it trained with another backend?"
+            )
+        head = self.model.get_layer("DetectionLayer")
+        found, expected = file_layers["DetectionLayer"][0].shape[-1], head.kernel.shape[-1]
+        if found != expected:
+            raise ValueError(
+                f"{path}: its head has {found} outputs, this detector {expected} = {self.nb_box} anchors x "
+                f"(5 + {self.nb_class} labels). Use the labels and anchors it was trained with, or load only "
+                "its backend (model.backend_weights) and train a new head."
+            )
+        layers["DetectionLayer"] = head
+        assign_by_name(layers, file_layers, path)
+        if getattr(self.backend, "passthrough", None) == "darknet":
+            warnings.warn(
+                f"{path} is a keras-yolo2 file: its Full Yolo passthrough was TensorFlow's space_to_depth. Set "
+                'model.backend_options to {"passthrough": "space_to_depth"} to use it as it was trained.',
+                stacklevel=2,
+            )
 
     def detect(self, images, obj_thresh=0.3, nms_thresh=0.45):
         """RGB uint8 images of any sizes -> per image (boxes as continuous pixel corners of that image,

@@ -3,16 +3,28 @@
 from backends import full_yolo, mobilenet, squeezenet, tiny_yolo  # noqa: F401  (registers them)
 from backends.common import (
     BACKENDS,
+    DETECTOR_VS_BACKEND,
     Backend,
+    assign_by_name,
     get_backend,
+    h5_layer_name,
+    is_keras2_file,
+    layers_with_weights,
     load_backend_weights,
+    read_keras2_weights,
     save_backend_weights,
 )
 
 __all__ = [
     "BACKENDS",
+    "DETECTOR_VS_BACKEND",
     "Backend",
+    "assign_by_name",
     "get_backend",
+    "h5_layer_name",
+    "is_keras2_file",
+    "layers_with_weights",
     "load_backend_weights",
+    "read_keras2_weights",
     "save_backend_weights",
 ]

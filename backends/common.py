@@ -100,6 +100,66 @@ def h5_layer_name(name):
     return name.replace("/", "_")
 
 
+DETECTOR_VS_BACKEND = (
+    "A backend file holds only the feature extractor (model.backend_weights, e.g. weights/full_yolo_backend.h5); "
+    "a detector file holds backend and head (train.pretrained_weights or -w, e.g. runs/NAME/best.weights.h5)."
+)
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def is_keras2_file(path):
+    """Keras 2 HDF5 weights (layer_names attribute), as opposed to Keras 3's .weights.h5 layout."""
+    with h5py.File(path, "r") as f:
+        group = f["model_weights"] if "model_weights" in f else f
+        return "layer_names" in group.attrs
+
+
+def read_keras2_weights(path):
+    """Keras 2 HDF5 weights -> ({layer name: [arrays]}, attributes).
+
+    A group normally holds one layer's weights; a nested model (keras-yolo2 saved its backend as
+    one) holds all of its layers', told apart by the weight names ("conv_1/kernel:0"). Names with
+    '/' (SqueezeNet's fire2/squeeze1x1) become '_' as Keras 3 requires.
+    """
+    try:
+        f = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable HDF5 weights file ({e})") from None
+    with f:
+        group = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in group.attrs:
+            raise ValueError(f"{path}: not a Keras 2 style weights file (no layer_names). {DETECTOR_VS_BACKEND}")
+        attrs = {"not_pretrained": [_text(n) for n in f.attrs.get("not_pretrained", [])]}
+        layers = {}
+        for name in map(_text, group.attrs["layer_names"]):
+            g = group[name]
+            names = [_text(n) for n in g.attrs.get("weight_names", [])]
+            if names and all(n.startswith(name + "/") for n in names):
+                layers[h5_layer_name(name)] = [np.asarray(g[n]) for n in names]
+            else:  # a nested model: one layer per weight-name prefix
+                for n in names:
+                    layers.setdefault(h5_layer_name(n.rsplit("/", 1)[0]), []).append(np.asarray(g[n]))
+    return layers, attrs
+
+
+def assign_by_name(layers, file_layers, path):
+    """Sets each Keras layer from the file's arrays of the same name, checking shapes."""
+    for name, layer in layers.items():
+        arrays = file_layers[name]
+        expected = [tuple(w.shape) for w in layer.weights]
+        if [a.shape for a in arrays] != expected:
+            raise ValueError(
+                f"{path}: layer {name} has weights of shapes {[a.shape for a in arrays]} "
+                f"but the model expects {expected}."
+            )
+        layer.set_weights(arrays)
+
+
 def load_backend_weights(model, path):
     """Loads a Keras 2 style HDF5 weights file by layer name into `model`.
 
@@ -110,23 +170,10 @@ def load_backend_weights(model, path):
     Returns the names of layers the file marks as not pretrained (a converted darknet
     prefix such as darknet19_448.conv.23 covers only the first layers).
     """
-    layers = {h5_layer_name(layer.name): layer for layer in _layers_with_weights(model)}
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 weights file ({e})") from None
-    with f:
-        group = f["model_weights"] if "model_weights" in f else f
-        not_pretrained = [n.decode() if isinstance(n, bytes) else n for n in f.attrs.get("not_pretrained", [])]
-        file_layers = {}
-        for name in group.attrs.get("layer_names", list(group.keys())):
-            name = name.decode() if isinstance(name, bytes) else name
-            g = group[name]
-            names = [n.decode() if isinstance(n, bytes) else n for n in g.attrs.get("weight_names", [])]
-            if names:
-                file_layers[h5_layer_name(name)] = [np.asarray(g[n]) for n in names]
+    layers = {h5_layer_name(layer.name): layer for layer in layers_with_weights(model)}
+    file_layers, attrs = read_keras2_weights(path)
+    if "DetectionLayer" in file_layers:
+        raise ValueError(f"{path} is a whole detector's weights, not a backend file. {DETECTOR_VS_BACKEND}")
     missing = sorted(set(layers) - set(file_layers))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -134,16 +181,8 @@ def load_backend_weights(model, path):
             f"{path}: does not hold weights for {len(missing)} layer(s) of the {model.name} "
             f"model ({shown}). Is it the backend file for this backend?"
         )
-    for name, layer in layers.items():
-        arrays = file_layers[name]
-        expected = [tuple(w.shape) for w in layer.weights]
-        if [a.shape for a in arrays] != expected:
-            raise ValueError(
-                f"{path}: layer {name} has weights of shapes {[a.shape for a in arrays]} "
-                f"but the model expects {expected}."
-            )
-        layer.set_weights(arrays)
-    return not_pretrained
+    assign_by_name(layers, file_layers, path)
+    return attrs["not_pretrained"]
 
 
 def save_backend_weights(model, path, not_pretrained=()):
@@ -151,7 +190,7 @@ def save_backend_weights(model, path, not_pretrained=()):
     `not_pretrained` names layers left as initialised (they keep training when the backend is frozen)."""
     tmp = path + ".tmp"
     with h5py.File(tmp, "w") as f:
-        layers = _layers_with_weights(model)
+        layers = layers_with_weights(model)
         f.attrs["layer_names"] = [layer.name.encode() for layer in layers]
         f.attrs["backend"] = b"tensorflow"
         f.attrs["not_pretrained"] = [name.encode() for name in not_pretrained]
@@ -164,11 +203,11 @@ def save_backend_weights(model, path, not_pretrained=()):
     os.replace(tmp, path)
 
 
-def _layers_with_weights(model):
+def layers_with_weights(model):
     found = []
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            found.extend(_layers_with_weights(layer))
+            found.extend(layers_with_weights(layer))
         elif layer.weights:
             found.append(layer)
     return found

@@ -58,6 +58,9 @@ DEFAULTS = {
         "exposure": 1.5,
         "flip": True,
         "early_stopping_patience": 0,
+        # YAD2K-style fine-tuning of a frozen backend: unfrozen after this many epochs (0: never), lr x factor
+        "unfreeze_after": 0,
+        "unfreeze_learning_rate_factor": 0.1,
         "runs_dir": "runs",
         "run_name": "",
         "workers": 2,
@@ -165,9 +168,12 @@ def validate(config, source="config"):
         value = config[section][key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{source}: {section}.{key} must be a positive number, got {value!r}")
-    every = config["valid"]["map_every"]
-    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
-        raise ConfigError(f"{source}: valid.map_every must be a whole number of epochs (0 turns it off), got {every!r}")
+    for section, key in (("valid", "map_every"), ("train", "unfreeze_after")):
+        value = config[section][key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(
+                f"{source}: {section}.{key} must be a whole number of epochs (0 turns it off), got {value!r}"
+            )
     for (section, key), allowed in CHOICES.items():
         if config[section][key] not in allowed:
             raise ConfigError(f"{source}: {section}.{key} must be one of {allowed}, got {config[section][key]!r}")

@@ -122,6 +122,11 @@ class YOLO:
         for layer in self.backend_model.layers:
             layer.trainable = layer.name in self.not_pretrained
 
+    def unfreeze_backend(self):
+        """Makes every backend layer trainable (BatchNorm leaves inference mode); recompile afterwards."""
+        self.backend_model.trainable = True
+        self.freeze_backend = False
+
     def _load_backend_weights(self, path):
         path = path or self.backend.default_weights_path()
         try:

@@ -8,6 +8,7 @@ python main.py evaluate -w runs/demo/best.weights.h5 # per-class AP table, resul
 python main.py evaluate --detections dets.json --annotations VOC2012/Annotations [--images val.txt]
 python main.py predict -w W -i photo.jpg|folder|video.mp4|0 [--json dets.json]
 python main.py convert --cfg yolov2-voc.cfg --weights yolov2-voc.weights  # darknet -> weights/
+python main.py weights download yolov2-voc          # fetch darknet's weights and convert them
 """
 
 import argparse
@@ -24,9 +25,10 @@ def parse_args(argv):
         "command",
         nargs="?",
         default="train",
-        choices=["train", "anchors", "evaluate", "predict", "convert"],
+        choices=["train", "anchors", "evaluate", "predict", "convert", "weights"],
         help="what to do (default: train)",
     )
+    p.add_argument("what", nargs="*", help="weights: 'download NAME' (or nothing, to list what is available)")
     p.add_argument(
         "-c", "--config", help="config file (default: config.json, or the run's own config.json beside -w weights)"
     )
@@ -220,11 +222,31 @@ def convert_command(args, config):
     return result
 
 
+def weights_command(args, config):
+    from downloads import DARKNET_WEIGHTS, fetch_darknet
+
+    if not args.what:
+        print("Darknet weights (python main.py weights download NAME):")
+        for name, entry in DARKNET_WEIGHTS.items():
+            print(f"  {name:<24}{entry['weights']}")
+        present = sorted(f for f in os.listdir(args.out) if f.endswith(".h5")) if os.path.isdir(args.out) else []
+        print(f"In {args.out}/: {', '.join(present) or 'nothing yet'}")
+        return DARKNET_WEIGHTS
+    if len(args.what) != 2 or args.what[0] != "download":
+        fail(f"weights: expected 'download NAME', got {' '.join(args.what)!r}")
+    result = fetch_darknet(args.what[1], args.out)
+    print(f"Backend weights: {result['backend']}")
+    if result["detector"]:
+        print(f"Detector weights: {result['detector']} (config: {result['config']})")
+    return result
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from config import ConfigError
     from darknet import DarknetError
     from datasets import DatasetNotFound
+    from downloads import DownloadError
     from evaluate import EvaluationError
     from predict import PredictionError
     from training import TrainingError, run_training
@@ -234,15 +256,17 @@ def main(argv=None):
             # evaluate / predict on a run's weights default to the config that run was trained with
             run_dir = weights_run_dir(args.weights) if args.weights and args.command != "train" else None
             args.config = os.path.join(run_dir, "config.json") if run_dir else "config.json"
+        if args.what and args.command != "weights":
+            fail(f"unexpected argument(s) {' '.join(args.what)!r} for {args.command}")
         if args.command == "evaluate" and args.detections:
             return evaluate_command(args, None)
         config, run_dir = resolve_config(args)
         commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command,
-                    "convert": convert_command}  # fmt: skip
+                    "convert": convert_command, "weights": weights_command}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args, config)
         return run_training(config, run_dir, verbose=args.verbose)
-    except (ConfigError, DatasetNotFound, EvaluationError, PredictionError, DarknetError) as e:
+    except (ConfigError, DatasetNotFound, EvaluationError, PredictionError, DarknetError, DownloadError) as e:
         fail(str(e))
     except TrainingError as e:
         fail(str(e), e.exit_code)

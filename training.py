@@ -32,36 +32,64 @@ class TrainingInterrupted(TrainingError):
     exit_code = 130
 
 
-def run_training(config, run_dir=None, verbose=1):
-    """Trains as `config` says (continuing `run_dir` if given), then evaluates; returns the evaluation."""
+def run_training(config, run_dir=None, verbose=1, callbacks=()):
+    """Trains as `config` says (continuing `run_dir` if given), then evaluates; returns the evaluation.
+
+    `callbacks` are added to the Keras callbacks of every fit stage.
+    """
+    train_cfg = config["train"]
     train_set, valid_set = load_data(config)
-    keras.utils.set_random_seed(int(config["train"]["seed"]))  # same config, same initial weights
-    yolo = YOLO.from_config(config, warmup_images=seen_images_schedule(config["train"], len(train_set)))
+    keras.utils.set_random_seed(int(train_cfg["seed"]))  # same config, same initial weights
+    yolo = YOLO.from_config(config, warmup_images=seen_images_schedule(train_cfg, len(train_set)))
     check_weights(yolo, config)
     train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set)
-    epochs = int(config["train"]["nb_epochs"])
-    yolo.model.compile(optimizer=make_optimizer(config["train"], epochs * len(train_gen)))
     initial_epoch, best = 0, None
     if run_dir:
-        initial_epoch, best = load_resume_state(os.path.join(run_dir, "resume.h5"), yolo.model)
+        initial_epoch, best = read_resume_epoch(os.path.join(run_dir, "resume.h5"))
         train_gen.set_epoch(initial_epoch)
-        print(f"Resuming {run_dir} at epoch {initial_epoch + 1}/{epochs}.")
+        print(f"Resuming {run_dir} at epoch {initial_epoch + 1}/{train_cfg['nb_epochs']}.")
     else:
-        name = config["train"]["run_name"] or config["model"]["backend"].lower().replace(" ", "_")
-        run_dir = new_run_dir(config["train"]["runs_dir"], name)
+        name = train_cfg["run_name"] or config["model"]["backend"].lower().replace(" ", "_")
+        run_dir = new_run_dir(train_cfg["runs_dir"], name)
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             json.dump(config, f, indent=2)
     print(f"Run folder: {run_dir}")
-    if initial_epoch < epochs:
+    resuming = initial_epoch > 0
+    for first, last, frozen, lr_factor in training_stages(train_cfg, config["model"]["freeze_backend"]):
+        if initial_epoch >= last:
+            continue
+        if not frozen and yolo.freeze_backend:
+            yolo.unfreeze_backend()
+            print(f"Epoch {first + 1}: backend unfrozen, learning rate x{lr_factor:g}; {count_trainable(yolo):,} "
+                  "parameters train.")  # fmt: skip
+        steps = (last - first) * len(train_gen)
+        yolo.model.compile(optimizer=make_optimizer(train_cfg, steps, lr_factor, burn_in=first == 0))
+        if resuming:
+            load_resume_state(os.path.join(run_dir, "resume.h5"), yolo.model)
+            resuming = False
+        stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch) + list(callbacks)
         try:
-            yolo.model.fit(train_gen, validation_data=valid_gen, epochs=epochs, initial_epoch=initial_epoch,
-                           callbacks=make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch),
-                           verbose=verbose)  # fmt: skip
+            yolo.model.fit(train_gen, validation_data=valid_gen, epochs=last, initial_epoch=initial_epoch,
+                           callbacks=stage_callbacks, verbose=verbose)  # fmt: skip
         except KeyboardInterrupt:
             raise TrainingInterrupted(
                 f"Interrupted. Completed epochs are saved; continue with:\n  python main.py --resume {run_dir}"
             ) from None
+        initial_epoch, best = last, next(c.best for c in stage_callbacks if isinstance(c, RunCheckpoint))
     return report(yolo, config, valid_set, run_dir)
+
+
+def training_stages(train_cfg, freeze_backend):
+    """[(first epoch, end epoch, backend frozen, learning-rate factor)]: one stage, or, with
+    unfreeze_after, YAD2K's retraining: the head on a frozen backend, then everything at a lower rate."""
+    epochs, after = int(train_cfg["nb_epochs"]), int(train_cfg["unfreeze_after"])
+    if not freeze_backend or not after or after >= epochs:
+        return [(0, epochs, freeze_backend, 1.0)]
+    return [(0, after, True, 1.0), (after, epochs, False, float(train_cfg["unfreeze_learning_rate_factor"]))]
+
+
+def count_trainable(yolo):
+    return sum(int(ops.size(v)) for v in yolo.model.trainable_variables)
 
 
 def load_data(config):
@@ -94,7 +122,7 @@ def check_weights(yolo, config):
     if pretrained:
         yolo.load_weights(pretrained)
         print(f"Loaded pretrained detector weights from {pretrained}")
-    n_trainable = sum(int(ops.size(v)) for v in yolo.model.trainable_variables)
+    n_trainable = count_trainable(yolo)
     n_total = sum(int(ops.size(v)) for v in yolo.model.weights)
     state = "frozen" if model_cfg["freeze_backend"] else "trainable"
     print(f"{yolo.backend.name} backend {state}: {n_trainable:,} of {n_total:,} parameters train; "
@@ -202,9 +230,10 @@ class BurnInSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def make_optimizer(train_cfg, total_steps):
+def make_optimizer(train_cfg, total_steps, lr_factor=1.0, burn_in=True):
+    burn_in_steps = min(train_cfg["burn_in"], total_steps // 4) if burn_in else 0
     schedule = BurnInSchedule(
-        train_cfg["learning_rate"], total_steps, min(train_cfg["burn_in"], total_steps // 4), train_cfg["lr_schedule"]
+        train_cfg["learning_rate"] * lr_factor, total_steps, burn_in_steps, train_cfg["lr_schedule"]
     )
     if train_cfg["optimizer"] == "sgd":
         # darknet: momentum .9, decay .0005 (applied as lr * decay * w each step).
@@ -240,8 +269,14 @@ def save_resume_state(path, model, epoch, best):
     os.replace(tmp, path)
 
 
+def read_resume_epoch(path):
+    """-> (epoch to start from, best monitored value) from a resume file."""
+    with h5py.File(path, "r") as f:
+        return int(f.attrs["epoch"]), float(f.attrs["best"])
+
+
 def load_resume_state(path, model):
-    """Restores what save_resume_state wrote -> (epoch to start from, best monitored value)."""
+    """Restores the model and optimizer variables save_resume_state wrote."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     with h5py.File(path, "r") as f:
@@ -251,7 +286,6 @@ def load_resume_state(path, model):
                 raise ValueError(f"{path} was written for a different model ({len(g)} vs {len(variables)} variables)")
             for i, v in enumerate(variables):
                 v.assign(g[str(i)][()])
-        return int(f.attrs["epoch"]), float(f.attrs["best"])
 
 
 class RunCheckpoint(keras.callbacks.Callback):

@@ -120,8 +120,9 @@ def is_keras2_file(path):
 def read_keras2_weights(path):
     """Keras 2 HDF5 weights -> ({layer name: [arrays]}, attributes).
 
-    A group normally holds one layer's weights; a nested model (keras-yolo2 saved its backend as
-    one) holds all of its layers', told apart by the weight names ("conv_1/kernel:0"). Names with
+    A group normally holds one layer's weights (named like "conv1_3/kernel:0"); a nested model
+    (keras-yolo2 saved its backend as one) holds all of its layers', told apart by the weight-name
+    prefixes ("conv_1/kernel:0", "norm_1/gamma:0"). Names with
     '/' (SqueezeNet's fire2/squeeze1x1) become '_' as Keras 3 requires.
     """
     try:
@@ -139,7 +140,7 @@ def read_keras2_weights(path):
         for name in map(_text, group.attrs["layer_names"]):
             g = group[name]
             names = [_text(n) for n in g.attrs.get("weight_names", [])]
-            if names and all(n.startswith(name + "/") for n in names):
+            if len({n.rsplit("/", 1)[0] for n in names}) == 1:  # one layer (its weight names may carry suffixes)
                 layers[h5_layer_name(name)] = [np.asarray(g[n]) for n in names]
             else:  # a nested model: one layer per weight-name prefix
                 for n in names:

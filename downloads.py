@@ -1,0 +1,125 @@
+"""Downloads that resume and check themselves, and the official darknet YOLOv2 weights built on them.
+
+python main.py weights                       # what can be fetched, and what is already in weights/
+python main.py weights download yolov2-voc   # fetch cfg, names and .weights, then convert into weights/
+"""
+
+import hashlib
+import http.client
+import os
+import urllib.error
+import urllib.request
+
+from tqdm import tqdm
+
+DARKNET_RAW = "https://raw.githubusercontent.com/pjreddie/darknet/master"
+PJREDDIE = "https://pjreddie.com/media/files"
+
+# name -> what to fetch. sha256 is checked when given (None: not pinned, the size from the server and
+# the cfg's exact byte count, which the converter checks, still are).
+DARKNET_WEIGHTS = {
+    "yolov2-voc": {"weights": f"{PJREDDIE}/yolov2-voc.weights", "cfg": f"{DARKNET_RAW}/cfg/yolov2-voc.cfg",
+                   "names": f"{DARKNET_RAW}/data/voc.names", "sha256": None},
+    "yolov2": {"weights": f"{PJREDDIE}/yolov2.weights", "cfg": f"{DARKNET_RAW}/cfg/yolov2.cfg",
+               "names": f"{DARKNET_RAW}/data/coco.names", "sha256": None},
+    "yolov2-tiny-voc": {"weights": f"{PJREDDIE}/yolov2-tiny-voc.weights",
+                        "cfg": f"{DARKNET_RAW}/cfg/yolov2-tiny-voc.cfg", "names": f"{DARKNET_RAW}/data/voc.names",
+                        "sha256": None},
+    "yolov2-tiny": {"weights": f"{PJREDDIE}/yolov2-tiny.weights", "cfg": f"{DARKNET_RAW}/cfg/yolov2-tiny.cfg",
+                    "names": f"{DARKNET_RAW}/data/coco.names", "sha256": None},
+    # Darknet-19's ImageNet classifier, first 23 layers: darknet trains yolov2-voc.cfg from it
+    "darknet19_448.conv.23": {"weights": f"{PJREDDIE}/darknet19_448.conv.23",
+                              "cfg": f"{DARKNET_RAW}/cfg/yolov2-voc.cfg", "names": None, "sha256": None},
+}  # fmt: skip
+
+CHUNK = 1 << 20
+
+
+class DownloadError(Exception):
+    """A failed or corrupt download, reported without a traceback; partial files are kept for resuming."""
+
+
+def download(url, path, sha256=None, progress=True, timeout=60):
+    """Fetches `url` into `path`, resuming `path`.part when a previous attempt was cut off, checking the
+    size the server announced and, when given, the sha256. Returns `path`; an existing `path` is kept."""
+    if os.path.exists(path):
+        return path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    part = path + ".part"
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # the range starts at the end: the part file is already complete
+            return _finish(part, path, sha256, url)
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"{url}: cannot connect ({getattr(e, 'reason', e)}). Are you online?") from None
+    with response:
+        if have and response.status != 206:
+            have = 0  # the server ignored the range: start over
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        with (
+            open(part, "ab" if have else "wb") as f,
+            tqdm(
+                total=total, initial=have, unit="B", unit_scale=True, desc=os.path.basename(path), disable=not progress
+            ) as bar,
+        ):
+            try:
+                while chunk := response.read(CHUNK):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+            except (OSError, http.client.HTTPException) as e:
+                raise DownloadError(_cut_off(url, part, total, e)) from None
+    size = os.path.getsize(part)
+    if total is not None and size != total:
+        raise DownloadError(_cut_off(url, part, total, "connection closed early"))
+    return _finish(part, path, sha256, url)
+
+
+def _cut_off(url, part, total, reason):
+    expected = "?" if total is None else f"{total:,}"
+    return (
+        f"{url}: transfer stopped at {os.path.getsize(part):,} of {expected} bytes ({reason!r}). "
+        f"Run the same command again to resume from {part}."
+    )
+
+
+def _finish(part, path, sha256, url):
+    if sha256:
+        digest = file_sha256(part)
+        if digest != sha256:
+            os.remove(part)
+            raise DownloadError(f"{url}: checksum mismatch (sha256 {digest}, expected {sha256}); the file was removed.")
+    os.replace(part, path)
+    return path
+
+
+def file_sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fetch_darknet(name, out_dir="weights", registry=None, progress=True):
+    """Downloads the cfg, class names and .weights of `name` into out_dir/darknet/, converts them into
+    out_dir (see darknet.convert) and returns the conversion result."""
+    from darknet import convert
+
+    registry = DARKNET_WEIGHTS if registry is None else registry
+    if name not in registry:
+        raise DownloadError(f"Unknown weights {name!r}. Available: {', '.join(registry)}")
+    entry, folder = registry[name], os.path.join(out_dir, "darknet")
+    cfg = download(entry["cfg"], os.path.join(folder, os.path.basename(entry["cfg"])), progress=False)
+    labels = None
+    if entry["names"]:
+        names = download(entry["names"], os.path.join(folder, os.path.basename(entry["names"])), progress=False)
+        with open(names) as f:
+            labels = [line.strip() for line in f if line.strip()]
+    weights = download(entry["weights"], os.path.join(folder, os.path.basename(entry["weights"])), entry["sha256"],
+                       progress=progress)  # fmt: skip
+    return convert(cfg, weights, out_dir, labels=labels, backend_only=labels is None)

@@ -1,0 +1,163 @@
+"""Pretrained weights: keras-yolo2's backend and whole-model files, the real ImageNet backbones, the
+backend/detector distinction, and staged fine-tuning (frozen backend, then unfrozen)."""
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from conftest import shared_path
+from test_train import demo_like_config
+
+from backends import get_backend, layers_with_weights, save_backend_weights
+from config import load_config
+from frontend import YOLO
+from training import run_training
+
+BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def legacy_weight_names(layer):
+    """Keras 2's names for a layer's weights: conv_1/kernel:0, norm_1/gamma:0, ..."""
+    if isinstance(layer, keras.layers.BatchNormalization):
+        return [f"{layer.name}/{n}:0" for n in BN_WEIGHTS]
+    return [f"{layer.name}/{n}:0" for n in ("kernel", "bias")[: len(layer.weights)]]
+
+
+def write_keras2_backend(path, model, rng):
+    """A backend file the way keras-yolo2 / Keras 2 `save_weights` wrote it (weightless layers listed too)."""
+    arrays = {}
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"], f.attrs["backend"] = b"2.1.5", b"tensorflow"
+        f.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        for layer in model.layers:
+            g = f.create_group(layer.name)
+            names = legacy_weight_names(layer) if layer.weights else []
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for name, w in zip(names, layer.weights):
+                arrays[name] = rng.normal(size=w.shape).astype(np.float32)
+                g.create_dataset(name, data=arrays[name])
+    return arrays
+
+
+def write_keras_yolo2_checkpoint(path, yolo, rng):
+    """keras-yolo2's ModelCheckpoint file: model_weights/, the backend as one nested model group
+    ("model_1"), then DetectionLayer."""
+    arrays = {}
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = b"{}"
+        mw = f.create_group("model_weights")
+        mw.attrs["layer_names"] = [b"input_1", b"model_1", b"DetectionLayer", b"reshape_1", b"input_2", b"lambda_2"]
+        for name in ("input_1", "reshape_1", "input_2", "lambda_2"):
+            mw.create_group(name).attrs["weight_names"] = []
+        for group, layers in (("model_1", layers_with_weights(yolo.backend_model)),
+                              ("DetectionLayer", [yolo.model.get_layer("DetectionLayer")])):  # fmt: skip
+            g = mw.create_group(group)
+            names = [n for layer in layers for n in legacy_weight_names(layer)]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for name, w in zip(names, [w for layer in layers for w in layer.weights]):
+                arrays[name] = rng.normal(size=w.shape).astype(np.float32)
+                g.create_dataset(name, data=arrays[name])
+    return arrays
+
+
+def tiny(**kwargs):
+    return YOLO("Tiny Yolo", 128, ["raccoon"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], load_pretrained=False, **kwargs)
+
+
+def test_keras_yolo2_backend_file_loads(tmp_path):
+    path = str(tmp_path / "tiny_yolo_backend.h5")
+    arrays = write_keras2_backend(path, get_backend("Tiny Yolo").build((416, 416, 3)), np.random.default_rng(0))
+    yolo = YOLO("Tiny Yolo", 128, ["raccoon"], 5, [1, 1], backend_weights=path)
+    assert yolo.backend_weights == path
+    np.testing.assert_array_equal(yolo.backend_model.get_layer("conv_3").kernel.numpy(), arrays["conv_3/kernel:0"])
+    np.testing.assert_array_equal(
+        yolo.backend_model.get_layer("norm_8").moving_variance.numpy(), arrays["norm_8/moving_variance:0"]
+    )
+
+
+def test_keras_yolo2_full_model_checkpoint_loads_as_pretrained_weights(tmp_path):
+    path = str(tmp_path / "tiny_yolo_raccoon.h5")
+    arrays = write_keras_yolo2_checkpoint(path, tiny(), np.random.default_rng(0))
+    yolo = tiny()
+    yolo.load_weights(path)
+    np.testing.assert_array_equal(
+        yolo.model.get_layer("DetectionLayer").kernel.numpy(), arrays["DetectionLayer/kernel:0"]
+    )
+    np.testing.assert_array_equal(yolo.backend_model.get_layer("conv_5").kernel.numpy(), arrays["conv_5/kernel:0"])
+    other = YOLO("Tiny Yolo", 128, ["a", "b"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], load_pretrained=False)
+    with pytest.raises(ValueError, match=r"head has 30 outputs, this detector 35 = 5 anchors x \(5 \+ 2 labels\)"):
+        other.load_weights(path)
+
+
+def test_keras_yolo2_full_yolo_checkpoint_warns_about_the_passthrough(tmp_path):
+    source = YOLO("Full Yolo", 64, ["raccoon"], 5, [1, 1], load_pretrained=False)
+    path = str(tmp_path / "full_yolo_raccoon.h5")
+    write_keras_yolo2_checkpoint(path, source, np.random.default_rng(0))
+    with pytest.warns(UserWarning, match="space_to_depth"):
+        YOLO("Full Yolo", 64, ["raccoon"], 5, [1, 1], load_pretrained=False).load_weights(path)
+
+
+def test_backend_and_detector_files_are_not_confused(tmp_path):
+    backend = str(tmp_path / "tiny_yolo_backend.h5")
+    save_backend_weights(get_backend("Tiny Yolo").build((128, 128, 3)), backend)
+    with pytest.raises(ValueError, match=r"is a backend file \(no detection head\).*A backend file holds only"):
+        tiny().load_weights(backend)
+    checkpoint = str(tmp_path / "keras_yolo2_detector.h5")
+    write_keras_yolo2_checkpoint(checkpoint, tiny(), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="is a whole detector's weights, not a backend file"):
+        YOLO("Tiny Yolo", 128, ["r"], 5, [1, 1], backend_weights=checkpoint)
+    ours = str(tmp_path / "best.weights.h5")
+    tiny().save_weights(ours)
+    with pytest.raises(ValueError, match="not a Keras 2 style weights file.*A backend file holds only"):
+        YOLO("Tiny Yolo", 128, ["r"], 5, [1, 1], backend_weights=ours)
+
+
+def _first_array(path, layer_name):
+    with h5py.File(path, "r") as f:
+        g = f[layer_name]
+        return np.asarray(g[g.attrs["weight_names"][0]])
+
+
+def test_real_squeezenet_imagenet_file_loads():
+    path = shared_path("weights", "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    if path is None:
+        pytest.skip("../shared/weights is not here")
+    yolo = YOLO("SqueezeNet", 224, ["raccoon"], 5, [1, 1], backend_weights=path)
+    layer = yolo.backend_model.get_layer("fire9_expand3x3")
+    np.testing.assert_array_equal(layer.kernel.numpy(), _first_array(path, "fire9/expand3x3"))
+    np.testing.assert_array_equal(yolo.backend_model.get_layer("conv1").kernel.numpy(), _first_array(path, "conv1"))
+
+
+def test_real_mobilenet_imagenet_file_loads():
+    path = shared_path("weights", "mobilenet_2_5_224_tf_no_top.h5")
+    if path is None:
+        pytest.skip("../shared/weights is not here")
+    yolo = YOLO("MobileNet", 224, ["raccoon"], 5, [1, 1], backend_weights=path, backend_options={"alpha": 0.25})
+    names = {layer.name: layer for layer in layers_with_weights(yolo.backend_model)}
+    np.testing.assert_array_equal(names["conv_pw_13"].kernel.numpy(), _first_array(path, "conv_pw_13"))
+
+
+def test_staged_fine_tuning_keeps_the_backend_then_trains_it(tmp_path):
+    """unfreeze_after=1: epoch 1 trains the head on a frozen backend (bit-identical, BatchNorm statistics
+    included), epoch 2 trains everything."""
+    backend_path = str(tmp_path / "mobilenet_backend.h5")
+    source = get_backend("MobileNet", alpha=0.25).build((96, 96, 3))
+    save_backend_weights(source, backend_path)
+    initial = [w.numpy().copy() for w in source.weights]
+    path, _ = demo_like_config(tmp_path, nb_epochs=2, unfreeze_after=1)
+    config = load_config(path)
+    config["model"].update(freeze_backend=True, backend_weights=backend_path)
+    config["valid"]["map_every"] = 0
+    snapshots = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            backend = self.model.get_layer("mobilenet_backend")
+            snapshots.append([w.numpy().copy() for w in backend.weights])
+
+    run_training(config, verbose=0, callbacks=[Snapshot()])
+    assert len(snapshots) == 2
+    for before, after in zip(initial, snapshots[0]):
+        np.testing.assert_array_equal(before, after)
+    changed = sum(not np.array_equal(a, b) for a, b in zip(snapshots[0], snapshots[1]))
+    assert changed > len(initial) // 2

@@ -102,7 +102,8 @@ def _coco_match_image(dets, gt_boxes, crowd, max_dets):
         return scores, matched, ignored
     det_boxes = np.array([d[2] for d in dets], np.float64)
     inter, det_area, gt_area = pixel_overlaps(det_boxes, gt_boxes)
-    ious = np.where(crowd[None, :], inter / det_area[:, None], inter / (det_area[:, None] + gt_area[None, :] - inter))
+    det_area = np.maximum(det_area, 1e-12)[:, None]
+    ious = np.where(crowd[None, :], inter / det_area, inter / (det_area + gt_area[None, :] - inter))
     for t, thresh in enumerate(COCO_IOU_THRESHOLDS):
         taken = np.zeros(len(gt_boxes), bool)
         for d in range(n_d):

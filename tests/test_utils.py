@@ -40,3 +40,14 @@ def test_nms_is_per_class():
     classes = np.array([0, 0, 1, 0])
     assert nms(boxes, scores, classes, 0.45).tolist() == [0, 2, 3]
     assert nms(boxes, scores, classes, 0.9).tolist() == [0, 1, 2, 3]
+
+
+def test_detect_drops_zero_size_boxes():
+    netout = np.full((1, 1, 1, 2, 6), -20, np.float32)
+    netout[0, 0, 0, :, 4] = 20
+    netout[0, 0, 0, :, 5] = 0
+    netout[0, 0, 0, :, 0:2] = 0  # both centred in the cell
+    netout[0, 0, 0, 0, 2:4] = -120  # exp(-120) underflows: a box of no size
+    netout[0, 0, 0, 1, 2:4] = 0
+    ((boxes, scores, _),) = detect(netout, [1.0, 1.0, 0.5, 0.5], [(100, 100)], obj_thresh=0.5)
+    np.testing.assert_allclose(boxes, [[25, 25, 75, 75]], atol=1e-3)

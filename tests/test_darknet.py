@@ -2,11 +2,13 @@
 
 import os
 
+import cv2
 import numpy as np
 import pytest
 from conftest import shared_path
 from darknet_reference import cfg_text, forward, random_weights
 
+import main as cli
 from config import load_config
 from darknet import DarknetError, convert, parse_cfg, read_weights_file
 from frontend import YOLO
@@ -131,3 +133,23 @@ def test_generated_cfgs_have_darknets_layers(tmp_path, name):
     keys = ("type", "batch_normalize", "filters", "size", "stride", "activation", "layers", "classes", "num")
     real, ours = parse_cfg(path)[1:], parse_cfg(str(tmp_path / "ours.cfg"))[1:]
     assert [{k: s.get(k) for k in keys} for s in real] == [{k: s.get(k) for k in keys} for s in ours]
+
+
+def test_convert_command_then_predict_with_the_written_config(tmp_path, capsys):
+    cfg, weights, _, _ = write_model(tmp_path, "yolov2-tiny", np.random.default_rng(0))
+    with pytest.raises(SystemExit):  # 80 classes, the default config has 20 labels
+        cli.main(["convert", "--cfg", cfg, "--weights", weights, "--out", str(tmp_path / "w")])
+    assert "--backend_only" in capsys.readouterr().err
+    names = tmp_path / "coco.names"
+    names.write_text("\n".join(f"thing{i}" for i in range(80)))
+    result = cli.main(["convert", "--cfg", cfg, "--weights", weights, "--out", str(tmp_path / "w"),
+                       "--labels", str(names)])  # fmt: skip
+    assert "Detector weights" in capsys.readouterr().out
+    image = tmp_path / "img.jpg"
+    cv2.imwrite(str(image), np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8))
+    records = cli.main(["predict", "-c", result["config"], "-w", result["detector"], "-i", str(image),
+                        "--threshold", "0.0", "--output", str(tmp_path / "p")])  # fmt: skip
+    assert records and all(r["label"].startswith("thing") for r in records)
+    backend_only = cli.main(["convert", "--cfg", cfg, "--weights", weights, "--out", str(tmp_path / "b"),
+                             "--backend_only"])  # fmt: skip
+    assert backend_only["detector"] is None and os.path.exists(backend_only["backend"])

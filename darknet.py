@@ -222,7 +222,7 @@ def convert(cfg_path, weights_path, out_dir="weights", labels=None, backend_only
     save_backend_weights(yolo.backend_model, result["backend"], not_pretrained=backend_missing)
     if not missing and not backend_only:
         result["detector"] = os.path.join(out_dir, f"{stem}.weights.h5")
-        save_weights_atomic(yolo.model, result["detector"])
+        save_weights_atomic(yolo.model, result["detector"], yolo.metadata())
         result["config"] = os.path.join(out_dir, f"{stem}.json")
         model = {"backend": layout["backend"], "backend_options": layout["backend_options"],
                  "input_size": layout["input_size"], "anchors": layout["anchors"], "labels": labels}  # fmt: skip

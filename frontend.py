@@ -7,11 +7,13 @@ yolo.inference_model  # input_image -> (batch, grid_h, grid_w, nb_box, 4+1+nb_cl
 yolo.predict(image)   # -> [{"label", "score", "xmin", "ymin", "xmax", "ymax"}, ...]
 """
 
+import json
 import os
 import re
 import warnings
 
 import cv2
+import h5py
 import keras
 import numpy as np
 
@@ -77,7 +79,8 @@ class YOLO:
         self.max_box_per_image = int(max_box_per_image)
         self.freeze_backend = freeze_backend
 
-        self.backend = get_backend(backend, **(backend_options or {}))
+        self.backend_options = dict(backend_options or {})
+        self.backend = get_backend(backend, **self.backend_options)
         self.backend_model = self.backend.build((self.input_h, self.input_w, 3))
         self.backend_weights, self.not_pretrained = None, []
         if load_pretrained:
@@ -171,6 +174,7 @@ class YOLO:
         if is_keras2_file(path):
             self._load_keras2_detector(path)
             return
+        self._check_metadata(read_metadata(path), path)
         try:
             self.model.load_weights(path)
         except (ValueError, KeyError) as e:
@@ -179,6 +183,31 @@ class YOLO:
                 f"{self.input_w}x{self.input_h}, {self.nb_class} labels, {self.nb_box} anchors): was it trained "
                 f"with another config? Keras said: {str(e).splitlines()[0]}"
             ) from None
+
+    def metadata(self):
+        """What a saved detector records about itself, so it is never loaded into a different one."""
+        return {"backend": self.backend.name, "backend_options": self.backend_options,
+                "input_size": [self.input_h, self.input_w], "labels": self.labels, "anchors": self.anchors}  # fmt: skip
+
+    def _check_metadata(self, saved, path):
+        if not saved:
+            return  # files written before detectors recorded this
+        differences = []
+        if saved["backend"].lower() != self.backend.name.lower() or saved["backend_options"] != self.backend_options:
+            differences.append(f"backend {saved['backend']} {saved['backend_options'] or ''} (this one: "
+                               f"{self.backend.name} {self.backend_options or ''})")  # fmt: skip
+        if saved["labels"] != self.labels:
+            differences.append(f"labels {saved['labels']} (this one: {self.labels})")
+        if len(saved["anchors"]) != len(self.anchors):
+            differences.append(f"{len(saved['anchors']) // 2} anchors (this one: {self.nb_box})")
+        if differences:
+            raise ValueError(
+                f"{path} was trained as a different detector: " + "; ".join(differences) + ". Use the config it "
+                "was trained with (runs/NAME/config.json beside its weights), or load only its backend."
+            )
+        if saved["anchors"] != self.anchors:
+            warnings.warn(f"{path} was trained with anchors {saved['anchors']}, this detector has {self.anchors}: "
+                          "its boxes will be sized for the old ones.", stacklevel=3)  # fmt: skip
 
     def _load_keras2_detector(self, path):
         """keras-yolo2 saved whole models in Keras 2's HDF5 layout: the backend as one nested model,
@@ -232,7 +261,8 @@ class YOLO:
         return to_records(self.detect([as_rgb(image)], threshold, nms_threshold)[0], self.labels)
 
     def save_weights(self, path):
-        self.model.save_weights(path)
+        """Whole-detector weights (.weights.h5) that record backend, input size, labels and anchors."""
+        save_weights_atomic(self.model, path, self.metadata())
 
     def summary(self, **kwargs):
         self.model.summary(**kwargs)
@@ -274,8 +304,22 @@ def to_records(detection, labels):
     ]
 
 
-def save_weights_atomic(model, path):
-    """Keras writes in place; a crash mid-write would destroy the previous file. Write aside, then rename."""
+def save_weights_atomic(model, path, metadata=None):
+    """Keras writes in place; a crash mid-write would destroy the previous file. Write aside, then rename.
+    `metadata` (YOLO.metadata()) is stored as a JSON attribute of the file."""
     tmp = re.sub(r"\.weights\.h5$", "", path) + ".tmp.weights.h5"
     model.save_weights(tmp)
+    if metadata is not None:
+        with h5py.File(tmp, "a") as f:
+            f.attrs[METADATA_KEY] = json.dumps(metadata)
     os.replace(tmp, path)
+
+
+METADATA_KEY = "yolov2_detector"
+
+
+def read_metadata(path):
+    """The detector description save_weights_atomic stored, or None."""
+    with h5py.File(path, "r") as f:
+        value = f.attrs.get(METADATA_KEY)
+    return json.loads(value) if value is not None else None

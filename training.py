@@ -154,9 +154,9 @@ def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch):
     callbacks = []
     if every:
         callbacks.append(MapEvaluation(yolo, valid_set, every, config["valid"]["score_threshold"]))
-        checkpoint = RunCheckpoint(run_dir, monitor="val_map50", mode="max", best=best)
+        checkpoint = RunCheckpoint(run_dir, "val_map50", "max", best, yolo.metadata())
     else:
-        checkpoint = RunCheckpoint(run_dir, monitor="val_loss", mode="min", best=best)
+        checkpoint = RunCheckpoint(run_dir, "val_loss", "min", best, yolo.metadata())
     callbacks += [
         checkpoint,
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=initial_epoch > 0),
@@ -291,19 +291,20 @@ def load_resume_state(path, model):
 class RunCheckpoint(keras.callbacks.Callback):
     """Each epoch: last.weights.h5, best.weights.h5 (by `monitor`), and resume.h5, all atomic."""
 
-    def __init__(self, run_dir, monitor="val_loss", mode="min", best=None):
+    def __init__(self, run_dir, monitor="val_loss", mode="min", best=None, metadata=None):
         super().__init__()
         self.run_dir = run_dir
+        self.metadata = metadata  # YOLO.metadata(), recorded in the weight files
         self.monitor = monitor
         self.sign = 1.0 if mode == "min" else -1.0
         self.best = math.inf * self.sign if best is None else best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        save_weights_atomic(self.model, os.path.join(self.run_dir, "last.weights.h5"))
+        save_weights_atomic(self.model, os.path.join(self.run_dir, "last.weights.h5"), self.metadata)
         if value is not None and not math.isnan(value) and self.sign * value < self.sign * self.best:
             self.best = float(value)
-            save_weights_atomic(self.model, os.path.join(self.run_dir, "best.weights.h5"))
+            save_weights_atomic(self.model, os.path.join(self.run_dir, "best.weights.h5"), self.metadata)
         save_resume_state(os.path.join(self.run_dir, "resume.h5"), self.model, epoch + 1, self.best)
 
 

@@ -81,7 +81,8 @@ def detect(netout, anchors, image_sizes, obj_thresh=0.3, nms_thresh=0.45):
     for (boxes, scores, cls), (h, w) in zip(decode_netout(netout, anchors, obj_thresh), image_sizes):
         keep = nms(boxes, scores, cls, nms_thresh)
         boxes = np.clip(boxes[keep] * np.array([w, h, w, h], np.float32), 0, [w, h, w, h])
-        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])  # zero-size boxes (exp(tw) underflow) are dropped
+        # zero-size boxes (exp(tw) underflow) are dropped
+        inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         results.append((boxes[inside], scores[keep][inside], cls[keep][inside]))
     return results
 

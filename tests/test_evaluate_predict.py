@@ -155,4 +155,4 @@ def test_weights_of_another_detector_are_a_clear_error(run, tmp_path, capsys):
     (tmp_path / "two.json").write_text(json.dumps(config))
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "-w", str(run_dir / "best.weights.h5"), "--config", str(tmp_path / "two.json")])
-    assert "does not fit this detector" in capsys.readouterr().err
+    assert "was trained as a different detector: labels" in capsys.readouterr().err

@@ -161,3 +161,18 @@ def test_staged_fine_tuning_keeps_the_backend_then_trains_it(tmp_path):
         np.testing.assert_array_equal(before, after)
     changed = sum(not np.array_equal(a, b) for a, b in zip(snapshots[0], snapshots[1]))
     assert changed > len(initial) // 2
+
+
+def test_saved_detector_records_what_it_is_and_refuses_another(tmp_path):
+    path = str(tmp_path / "det.weights.h5")
+    tiny().save_weights(path)
+    same_at_other_size = YOLO("Tiny Yolo", 160, ["raccoon"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], load_pretrained=False)
+    same_at_other_size.load_weights(path)  # input size may change: the weights do not depend on it
+    with pytest.raises(ValueError, match=r"different detector: labels \['raccoon'\] \(this one: \['dog'\]\)"):
+        YOLO("Tiny Yolo", 128, ["dog"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], load_pretrained=False).load_weights(path)
+    with pytest.raises(ValueError, match=r"backend Tiny Yolo .*this one: MobileNet"):
+        YOLO("MobileNet", 128, ["raccoon"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], load_pretrained=False).load_weights(path)
+    with pytest.raises(ValueError, match=r"5 anchors \(this one: 2\)"):
+        YOLO("Tiny Yolo", 128, ["raccoon"], 5, [1, 1, 2, 2], load_pretrained=False).load_weights(path)
+    with pytest.warns(UserWarning, match="trained with anchors"):
+        YOLO("Tiny Yolo", 128, ["raccoon"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 9, 9], load_pretrained=False).load_weights(path)

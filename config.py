@@ -168,6 +168,16 @@ def validate(config, source="config"):
         value = config[section][key]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise ConfigError(f"{source}: {section}.{key} must be a positive number, got {value!r}")
+    freeze = model["freeze_backend"]
+    if not (
+        isinstance(freeze, bool)
+        or (isinstance(freeze, int) and freeze >= 0)
+        or (isinstance(freeze, list) and all(isinstance(p, str) for p in freeze))
+    ):
+        raise ConfigError(
+            f"{source}: model.freeze_backend must be true, false, a number of layers, or a list of layer names "
+            f'/ patterns (e.g. ["conv_1", "conv_2*"]), got {freeze!r}'
+        )
     for section, key in (("valid", "map_every"), ("train", "unfreeze_after")):
         value = config[section][key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:

@@ -7,6 +7,7 @@ yolo.inference_model  # input_image -> (batch, grid_h, grid_w, nb_box, 4+1+nb_cl
 yolo.predict(image)   # -> [{"label", "score", "xmin", "ymin", "xmax", "ymax"}, ...]
 """
 
+import fnmatch
 import json
 import os
 import re
@@ -117,13 +118,32 @@ class YOLO:
         )
 
     def _freeze_backend(self):
-        """trainable=False also keeps BatchNormalization in inference mode. Layers the weights file
-        did not cover (a darknet prefix) stay trainable: frozen random layers could not learn."""
-        if not self.not_pretrained:
+        """freeze_backend: True (all), a number N (the first N layers with weights), or names / fnmatch
+        patterns (["conv_1", "conv_2*"]). A frozen layer keeps its weights and BatchNormalization runs in
+        inference mode. Layers the weights file did not cover (a darknet prefix) stay trainable: frozen
+        random layers could not learn."""
+        spec = self.freeze_backend
+        if spec is True and not self.not_pretrained:
             self.backend_model.trainable = False
             return
-        for layer in self.backend_model.layers:
-            layer.trainable = layer.name in self.not_pretrained
+        layers = layers_with_weights(self.backend_model)
+        names = [layer.name for layer in layers]
+        if spec is True:
+            frozen = set(names) - set(self.not_pretrained)
+        elif isinstance(spec, int):
+            frozen = set(names[:spec])
+        else:
+            frozen = set()
+            for pattern in spec:
+                matched = fnmatch.filter(names, pattern)
+                if not matched:
+                    raise ValueError(
+                        f"freeze_backend: {pattern!r} matches no layer of the {self.backend.name} backend "
+                        f"(its layers: {', '.join(names[:6])}, ...)"
+                    )
+                frozen.update(matched)
+        for layer in layers:
+            layer.trainable = layer.name not in frozen
 
     def unfreeze_backend(self):
         """Makes every backend layer trainable (BatchNorm leaves inference mode); recompile afterwards."""

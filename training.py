@@ -111,7 +111,7 @@ def check_weights(yolo, config):
     model_cfg, pretrained = config["model"], config["train"]["pretrained_weights"]
     if pretrained and not os.path.exists(pretrained):
         raise TrainingError(f"pretrained_weights not found: {pretrained}")
-    if model_cfg["freeze_backend"] and yolo.backend_weights is None and not pretrained:
+    if model_cfg["freeze_backend"] is True and yolo.backend_weights is None and not pretrained:
         expected = model_cfg["backend_weights"] or yolo.backend.default_weights_path()
         raise TrainingError(
             f"The {yolo.backend.name} backend is frozen but its weights file is missing: {expected}\n"
@@ -124,7 +124,8 @@ def check_weights(yolo, config):
         print(f"Loaded pretrained detector weights from {pretrained}")
     n_trainable = count_trainable(yolo)
     n_total = sum(int(ops.size(v)) for v in yolo.model.weights)
-    state = "frozen" if model_cfg["freeze_backend"] else "trainable"
+    freeze = model_cfg["freeze_backend"]
+    state = "frozen" if freeze is True else "trainable" if not freeze else f"partly frozen ({freeze})"
     print(f"{yolo.backend.name} backend {state}: {n_trainable:,} of {n_total:,} parameters train; "
           f"grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors.")  # fmt: skip
 

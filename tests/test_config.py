@@ -81,6 +81,7 @@ def test_unknown_key_warns_with_suggestion():
         ({"train": {"batch_size": 0}}, "batch_size"),
         ({"train": {"optimizer": "rmsprop"}}, "optimizer"),
         ({"valid": {"map_every": -1}}, "map_every"),
+        ({"model": {"freeze_backend": "yes"}}, "freeze_backend must be true, false, a number"),
         ([], "top level"),
     ],
 )

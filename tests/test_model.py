@@ -199,3 +199,36 @@ def test_corrupt_backend_weights_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"this is not HDF5")
     with pytest.raises(ValueError, match=r"tiny_yolo_backend\.h5: not a readable HDF5 weights file"):
         tiny_detector(backend_weights=str(path))
+
+
+@pytest.mark.parametrize(
+    "spec, frozen",
+    [
+        (3, {"conv_1", "norm_1", "conv_2"}),
+        (["conv_1", "norm_1", "*_8"], {"conv_1", "norm_1", "conv_8", "norm_8"}),
+        (False, set()),
+    ],
+)
+def test_freeze_first_layers_or_named_patterns(spec, frozen):
+    yolo = YOLO("Tiny Yolo", 64, ["a"], 2, [1, 1], freeze_backend=spec, load_pretrained=False)
+    trainable = {v.path.split("/")[0] for v in yolo.backend_model.trainable_variables}
+    all_layers = {v.path.split("/")[0] for v in yolo.backend_model.weights}
+    assert trainable == all_layers - frozen
+    before = {v.path: v.numpy().copy() for v in yolo.backend_model.weights}
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    batch = {"input_image": np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
+             "true_boxes": np.zeros((2, 1, 1, 1, 2, 4), np.float32)}  # fmt: skip
+    target = {"grid": np.zeros((2, 2, 2, 1, 6), np.float32), "seen": np.full((2,), 1e9, np.float32)}
+    yolo.model.train_on_batch(batch, target)
+    for v in yolo.backend_model.weights:
+        if v.path.split("/")[0] in frozen:  # frozen: kernels and BatchNorm statistics untouched
+            np.testing.assert_array_equal(v.numpy(), before[v.path])
+    changed = {
+        v.path.split("/")[0] for v in yolo.backend_model.weights if not np.array_equal(v.numpy(), before[v.path])
+    }
+    assert changed == all_layers - frozen
+
+
+def test_freeze_pattern_matching_nothing_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"'conv_99' matches no layer of the Tiny Yolo backend"):
+        YOLO("Tiny Yolo", 64, ["a"], 2, [1, 1], freeze_backend=["conv_99"], load_pretrained=False)

@@ -284,6 +284,36 @@ class YOLO:
         """Whole-detector weights (.weights.h5) that record backend, input size, labels and anchors."""
         save_weights_atomic(self.model, path, self.metadata())
 
+    def save_head(self, path):
+        """Only the detection head, with the detector's description; `YOLO.from_parts` joins it to a backend."""
+        head = self.model.get_layer("DetectionLayer")
+        tmp = path + ".tmp"
+        with h5py.File(tmp, "w") as f:
+            f.attrs[METADATA_KEY] = json.dumps(self.metadata())
+            for name, value in zip(("kernel", "bias"), head.get_weights()):
+                f.create_dataset(name, data=value)
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_parts(cls, backend_weights, head_weights, input_size=None, max_box_per_image=10):
+        """A detector assembled from a backend file and a head file (save_head) without training, like
+        MATLAB's assembleNetwork. Backend, labels and anchors come from the head file."""
+        with h5py.File(head_weights, "r") as f:
+            if METADATA_KEY not in f.attrs or "kernel" not in f:
+                raise ValueError(f"{head_weights} is not a head file written by YOLO.save_head")
+            meta = json.loads(f.attrs[METADATA_KEY])
+            arrays = [np.asarray(f["kernel"]), np.asarray(f["bias"])]
+        if not os.path.exists(backend_weights):
+            raise FileNotFoundError(f"Backend weights file not found: {backend_weights}")
+        yolo = cls(meta["backend"], input_size or meta["input_size"], meta["labels"], max_box_per_image,
+                   meta["anchors"], backend_options=meta["backend_options"], backend_weights=backend_weights)  # fmt: skip
+        head = yolo.model.get_layer("DetectionLayer")
+        if arrays[0].shape != tuple(head.kernel.shape):
+            raise ValueError(f"{head_weights}: head of shape {arrays[0].shape}, the {meta['backend']} backend "
+                             f"needs {tuple(head.kernel.shape)}")  # fmt: skip
+        head.set_weights(arrays)
+        return yolo
+
     def summary(self, **kwargs):
         self.model.summary(**kwargs)
 

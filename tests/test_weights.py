@@ -176,3 +176,19 @@ def test_saved_detector_records_what_it_is_and_refuses_another(tmp_path):
         YOLO("Tiny Yolo", 128, ["raccoon"], 5, [1, 1, 2, 2], load_pretrained=False).load_weights(path)
     with pytest.warns(UserWarning, match="trained with anchors"):
         YOLO("Tiny Yolo", 128, ["raccoon"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 9, 9], load_pretrained=False).load_weights(path)
+
+
+def test_detector_assembled_from_a_backend_file_and_a_head_file(tmp_path):
+    trained = tiny()
+    for v in trained.model.weights:  # stands in for a trained detector
+        v.assign(np.random.default_rng(len(v.path)).normal(0, 0.05, v.shape).astype(np.float32))
+    save_backend_weights(trained.backend_model, str(tmp_path / "tiny_yolo_backend.h5"))
+    trained.save_head(str(tmp_path / "head.h5"))
+    assembled = YOLO.from_parts(str(tmp_path / "tiny_yolo_backend.h5"), str(tmp_path / "head.h5"))
+    assert assembled.labels == ["raccoon"] and assembled.anchors == trained.anchors
+    x = np.random.default_rng(0).integers(0, 255, (1, 128, 128, 3), dtype=np.uint8)
+    np.testing.assert_allclose(
+        assembled.inference_model.predict_on_batch(x), trained.inference_model.predict_on_batch(x), atol=1e-5
+    )
+    with pytest.raises(ValueError, match="not a head file"):
+        YOLO.from_parts(str(tmp_path / "tiny_yolo_backend.h5"), str(tmp_path / "tiny_yolo_backend.h5"))

@@ -9,6 +9,7 @@ python main.py evaluate --detections dets.json --annotations VOC2012/Annotations
 python main.py predict -w W -i photo.jpg|folder|video.mp4|0 [--json dets.json]
 python main.py convert --cfg yolov2-voc.cfg --weights yolov2-voc.weights  # darknet -> weights/
 python main.py weights download yolov2-voc          # fetch darknet's weights and convert them
+python main.py backends [--bench]                   # parameters, GFLOPs, grid, weights, speed of each backend
 """
 
 import argparse
@@ -25,7 +26,7 @@ def parse_args(argv):
         "command",
         nargs="?",
         default="train",
-        choices=["train", "anchors", "evaluate", "predict", "convert", "weights"],
+        choices=["train", "anchors", "evaluate", "predict", "convert", "weights", "backends"],
         help="what to do (default: train)",
     )
     p.add_argument("what", nargs="*", help="weights: 'download NAME' (or nothing, to list what is available)")
@@ -66,6 +67,7 @@ def parse_args(argv):
         "--json", nargs="?", const="", help="predict: write the detections as JSON (default: <output>/detections.json)"
     )
     use.add_argument("--max_frames", type=int, help="predict: stop a video or webcam after this many frames")
+    p.add_argument("--bench", action="store_true", help="backends: also measure forward images/s here")
     dark = p.add_argument_group("convert (darknet weights; --weights names the .weights file)")
     dark.add_argument("--cfg", help="darknet cfg the weights were trained with, e.g. yolov2-voc.cfg")
     dark.add_argument("--out", default="weights", help="output folder (default: weights/)")
@@ -241,6 +243,18 @@ def weights_command(args, config):
     return result
 
 
+def backends_command(args, config):
+    from backends.report import backend_rows, format_rows
+    from config import as_hw
+
+    input_hw = as_hw(config["model"]["input_size"])
+    rows = backend_rows(input_hw, bench=args.bench)
+    print(format_rows(rows, input_hw))
+    if not args.bench:
+        print("Speed: python main.py backends --bench (forward pass, batch 8, on this machine)")
+    return rows
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     from config import ConfigError
@@ -262,7 +276,7 @@ def main(argv=None):
             return evaluate_command(args, None)
         config, run_dir = resolve_config(args)
         commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command,
-                    "convert": convert_command, "weights": weights_command}  # fmt: skip
+                    "convert": convert_command, "weights": weights_command, "backends": backends_command}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args, config)
         return run_training(config, run_dir, verbose=args.verbose)

@@ -1,6 +1,6 @@
 """Interchangeable YOLOv2 feature extractors, registered by name."""
 
-from backends import full_yolo, mobilenet, squeezenet, tiny_yolo  # noqa: F401  (registers them)
+from backends import applications, full_yolo, mobilenet, squeezenet, tiny_yolo  # noqa: F401  (registers them)
 from backends.common import (
     BACKENDS,
     DETECTOR_VS_BACKEND,

@@ -1,0 +1,74 @@
+"""keras.applications backends: stride-32 grids at any multiple-of-32 size, preprocessing equal to each
+family's preprocess_input, ImageNet weights from a local file."""
+
+import importlib
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import ROOT
+
+import main as cli
+from backends import get_backend, save_backend_weights
+from backends.applications import APPLICATIONS
+from backends.report import count_flops
+from custom_layers import Normalization
+from frontend import YOLO
+
+MODULES = {
+    "ResNet50": "resnet50", "VGG16": "vgg16", "InceptionV3": "inception_v3", "DenseNet201": "densenet",
+    "Xception": "xception", "MobileNetV2": "mobilenet_v2", "NASNetMobile": "nasnet",
+    "EfficientNetB0": "efficientnet", "ConvNeXtTiny": "convnext",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(APPLICATIONS))
+def test_preprocessing_equals_keras_preprocess_input(name):
+    backend = get_backend(name)
+    image = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3)).astype(np.float32)
+    ours = keras.ops.convert_to_numpy(Normalization(backend.scale, backend.offset, backend.bgr)(image))
+    module = importlib.import_module(f"keras.applications.{MODULES[name]}")
+    np.testing.assert_allclose(ours, module.preprocess_input(image.copy()), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(APPLICATIONS))
+def test_builds_a_stride_32_grid_for_a_non_square_input(name):
+    yolo = YOLO(name, [96, 128], ["a"], 2, [1, 1], load_pretrained=False)
+    assert (yolo.grid_h, yolo.grid_w) == (3, 4)
+    assert yolo.inference_model.predict_on_batch(np.zeros((1, 96, 128, 3), np.uint8)).shape == (1, 3, 4, 1, 6)
+
+
+def test_imagenet_weights_from_a_local_file(tmp_path):
+    source = get_backend("VGG16").build((64, 64, 3))
+    for v in source.weights:
+        v.assign(np.random.default_rng(0).normal(size=v.shape).astype(np.float32))
+    path = str(tmp_path / "vgg16_backend.h5")
+    save_backend_weights(source, path)  # the layout of Keras' own vgg16 *_notop.h5 files
+    yolo = YOLO("VGG16", 96, ["a"], 2, [1, 1], backend_weights=path)
+    assert yolo.backend_weights == path
+    for a, b in zip(source.weights, yolo.backend_model.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    with pytest.raises(ValueError, match="weights must be 'imagenet' or absent"):
+        get_backend("VGG16", weights="places365")
+
+
+def test_flops_of_tiny_yolo_by_hand():
+    """darknet's yolov2-tiny-voc at 416, backend convs: 2 * h * w * k * k * c_in * c_out per layer."""
+    layers = [(416, 3, 16), (208, 16, 32), (104, 32, 64), (52, 64, 128), (26, 128, 256), (13, 256, 512),
+              (13, 512, 1024), (13, 1024, 1024)]  # fmt: skip
+    expected = sum(2 * side * side * 9 * cin * cout for side, cin, cout in layers)
+    assert count_flops(get_backend("Tiny Yolo").build((416, 416, 3))) == expected  # 6.93 GFLOPs
+    # depthwise + pointwise: MobileNet's first separable block at 64 px (32x32 after the stride-2 stem)
+    mobilenet = get_backend("MobileNet", alpha=1.0).build((64, 64, 3))
+    stem = 2 * 32 * 32 * 9 * 3 * 32
+    assert count_flops(mobilenet) > stem + 2 * 32 * 32 * (9 * 32 + 32 * 64)
+
+
+def test_backends_command_prints_the_table(capsys):
+    rows = cli.main(["backends", "--config", os.path.join(ROOT, "configs", "demo.json")])
+    out = capsys.readouterr().out
+    names = {r["name"] for r in rows}
+    assert {"Full Yolo", "Tiny Yolo", "SqueezeNet", "MobileNet", "ResNet50", "ConvNeXtTiny"} <= names
+    assert all(r["grid"] == (4, 4) for r in rows)  # the demo's 128 px
+    assert "GFLOPs" in out and "tiny_yolo_backend.h5" in out

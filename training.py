@@ -16,7 +16,7 @@ import keras
 from keras import ops
 
 from datasets import load_datasets
-from evaluate import MapEvaluation, evaluate_detections, format_table, predict_instances, write_evaluation
+from evaluate import MapEvaluation, predict_instances, report_evaluation
 from frontend import YOLO, save_weights_atomic
 from preprocessing import BatchGenerator, decode_image
 from utils import draw_boxes
@@ -178,9 +178,7 @@ def report(yolo, config, valid_set, run_dir):
     # One detection pass (low threshold, as darknet's valid) serves both the AP and the drawings.
     detections = predict_instances(yolo, valid_set)
     score_thresh = config["valid"]["score_threshold"]
-    results = evaluate_detections(valid_set, detections, yolo.labels, score_thresh=score_thresh)
-    print(format_table(results))
-    write_evaluation(results, run_dir)
+    results = report_evaluation(valid_set, detections, yolo.labels, run_dir, "voc", score_thresh)
     curves = plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
     predictions = os.path.join(run_dir, "predictions")
     images = write_prediction_images(
@@ -193,7 +191,7 @@ def report(yolo, config, valid_set, run_dir):
             print(f"Note: Keras 3 weight files end in .weights.h5; saved_weights_name is written as {saved}")
         shutil.copyfile(best_path, saved)
     print(f"\nmAP@0.5 = {results['map']:.4f}")
-    print(f"Weights: {best_path}\nCurves: {curves}, PR curves in {os.path.join(run_dir, 'pr_curves')}")
+    print(f"Weights: {best_path}\nCurves: {curves}")
     print(f"Predictions: {len(images)} images in {predictions}")
     return results
 

@@ -6,13 +6,13 @@ import time
 import keras
 import numpy as np
 
-from backends.common import BACKENDS
+from backends.common import BACKENDS, layers_with_weights
 
 
 def count_flops(model):
     """2 x the multiply-accumulates of the convolution and dense layers (what darknet prints as BFLOPs)."""
     macs = 0
-    for layer in _all_layers(model):
+    for layer in layers_with_weights(model):
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             kh, kw, cin, mult = layer.kernel.shape
             macs += _positions(layer) * kh * kw * cin * mult
@@ -29,14 +29,6 @@ def count_flops(model):
 
 def _positions(layer):
     return int(np.prod(layer.output.shape[1:-1]))
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
 
 
 def images_per_second(model, input_hw, batch=8, repeats=5):

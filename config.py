@@ -27,6 +27,11 @@ DEFAULTS = {
         "freeze_backend": True,
         "backend_weights": "",
         "backend_options": {},
+        # 1: gray images into a first layer made from the pretrained RGB kernel (backends.gray_first_layer)
+        "input_channels": 3,
+        # 3x3 conv-BN-leaky layers between backend and the 1x1 detection conv, trained from scratch
+        "head_layers": 0,
+        "head_filters": 256,
     },
     "train": {
         "voc_dir": "",
@@ -83,13 +88,14 @@ DEFAULTS = {
 ALIASES = {("model", "architecture"): "backend", ("train", "nb_epoch"): "nb_epochs"}
 
 CHOICES = {
+    ("model", "input_channels"): (3, 1),
     ("train", "optimizer"): ("adam", "sgd"),
     ("train", "lr_schedule"): ("constant", "cosine", "steps"),
 }
 
 POSITIVE = [
     ("train", "batch_size"), ("train", "learning_rate"), ("train", "nb_epochs"), ("train", "train_times"),
-    ("valid", "valid_times"), ("model", "max_box_per_image"),
+    ("valid", "valid_times"), ("model", "max_box_per_image"), ("model", "head_filters"),
 ]  # fmt: skip
 
 
@@ -178,12 +184,10 @@ def validate(config, source="config"):
             f"{source}: model.freeze_backend must be true, false, a number of layers, or a list of layer names "
             f'/ patterns (e.g. ["conv_1", "conv_2*"]), got {freeze!r}'
         )
-    for section, key in (("valid", "map_every"), ("train", "unfreeze_after")):
+    for section, key in (("valid", "map_every"), ("train", "unfreeze_after"), ("model", "head_layers")):
         value = config[section][key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(
-                f"{source}: {section}.{key} must be a whole number of epochs (0 turns it off), got {value!r}"
-            )
+            raise ConfigError(f"{source}: {section}.{key} must be a whole number (0 turns it off), got {value!r}")
     for (section, key), allowed in CHOICES.items():
         if config[section][key] not in allowed:
             raise ConfigError(f"{source}: {section}.{key} must be one of {allowed}, got {config[section][key]!r}")

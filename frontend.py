@@ -13,7 +13,6 @@ import os
 import re
 import warnings
 
-import cv2
 import h5py
 import keras
 import numpy as np
@@ -21,6 +20,7 @@ import numpy as np
 from backends import (
     DETECTOR_VS_BACKEND,
     assign_by_name,
+    conv_bn_leaky,
     get_backend,
     h5_layer_name,
     is_keras2_file,
@@ -31,7 +31,7 @@ from backends import (
 from config import as_hw
 from custom_layers import GroundTruthPassthrough
 from loss import YoloLoss
-from preprocessing import decode_image, network_input
+from preprocessing import decode_image, network_input, to_rgb_uint8
 from utils import detect
 
 
@@ -56,6 +56,10 @@ class YoloTrainingModel(keras.Model):
         return super().metrics + list(self.term_trackers.values())
 
 
+# model.backend_weights value that trains the backend from its random initialisation, ignoring weights/
+FROM_SCRATCH = "none"
+
+
 class YOLO:
     def __init__(
         self,
@@ -69,8 +73,15 @@ class YOLO:
         backend_options=None,
         loss_options=None,
         load_pretrained=True,
+        input_channels=3,
+        head_layers=0,
+        head_filters=256,
     ):
         self.input_h, self.input_w = as_hw(input_size)
+        if input_channels not in (1, 3):
+            raise ValueError(f"input_channels must be 3 (RGB) or 1 (gray), got {input_channels!r}")
+        self.input_channels = input_channels
+        self.head_layers, self.head_filters = int(head_layers), int(head_filters)
         self.labels = list(labels)
         self.nb_class = len(self.labels)
         if len(anchors) % 2 or not anchors:
@@ -82,9 +93,10 @@ class YOLO:
 
         self.backend_options = dict(backend_options or {})
         self.backend = get_backend(backend, **self.backend_options)
-        self.backend_model = self.backend.build((self.input_h, self.input_w, 3))
+        self.backend_model = self.backend.build(self.input_shape)
         self.backend_weights, self.not_pretrained = None, []
-        if load_pretrained:
+        from_scratch = isinstance(backend_weights, str) and backend_weights.lower() == FROM_SCRATCH
+        if load_pretrained and not from_scratch:
             self.backend_weights = self._load_backend_weights(backend_weights)
         if freeze_backend:
             self._freeze_backend()
@@ -115,6 +127,9 @@ class YOLO:
                 "warmup_images": warmup_images,
             },
             load_pretrained=load_pretrained,
+            input_channels=model_cfg["input_channels"],
+            head_layers=model_cfg["head_layers"],
+            head_filters=model_cfg["head_filters"],
         )
 
     def _freeze_backend(self):
@@ -153,7 +168,7 @@ class YOLO:
     def _load_backend_weights(self, path):
         path = path or self.backend.default_weights_path()
         try:
-            self.not_pretrained = load_backend_weights(self.backend_model, path)
+            self.not_pretrained = load_backend_weights(self.backend_model, path, self.backend.normalization())
         except FileNotFoundError:
             warnings.warn(
                 f"{self.backend.name}: no backend weights at {path}; the backend is randomly initialised.",
@@ -163,16 +178,20 @@ class YOLO:
         return path
 
     def _build_models(self):
-        image = keras.Input((self.input_h, self.input_w, 3), name="input_image")
+        image = keras.Input(self.input_shape, name="input_image")
         true_boxes = keras.Input((1, 1, 1, self.max_box_per_image, 4), name="true_boxes")
-        features = self.backend_model(image)
+        x = self.backend_model(image)
+        # Optional detection layers trained from scratch, like darknet's conv_19/conv_20 on Darknet-19: a frozen
+        # ImageNet backbone gives classification features that one linear 1x1 conv localises poorly.
+        for index in range(1, self.head_layers + 1):
+            x = conv_bn_leaky(x, self.head_filters, 3, index, prefix="head_")
         # Small initial weights: the head starts near "anchor prior at the cell centre, objectness 0.5".
         head = keras.layers.Conv2D(
             self.nb_box * (4 + 1 + self.nb_class),
             1,
             name="DetectionLayer",
             kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
-        )(features)
+        )(x)
         output = keras.layers.Reshape((self.grid_h, self.grid_w, self.nb_box, 4 + 1 + self.nb_class), name="reshape")(
             head
         )
@@ -207,7 +226,9 @@ class YOLO:
     def metadata(self):
         """What a saved detector records about itself, so it is never loaded into a different one."""
         return {"backend": self.backend.name, "backend_options": self.backend_options,
-                "input_size": [self.input_h, self.input_w], "labels": self.labels, "anchors": self.anchors}  # fmt: skip
+                "input_size": [self.input_h, self.input_w], "input_channels": self.input_channels,
+                "head_layers": self.head_layers, "head_filters": self.head_filters, "labels": self.labels,
+                "anchors": self.anchors}  # fmt: skip
 
     def _check_metadata(self, saved, path):
         if not saved:
@@ -216,6 +237,12 @@ class YOLO:
         if saved["backend"].lower() != self.backend.name.lower() or saved["backend_options"] != self.backend_options:
             differences.append(f"backend {saved['backend']} {saved['backend_options'] or ''} (this one: "
                                f"{self.backend.name} {self.backend_options or ''})")  # fmt: skip
+        if saved.get("input_channels", 3) != self.input_channels:
+            differences.append(f"{saved.get('input_channels', 3)} input channels (this one: {self.input_channels})")
+        head = (saved.get("head_layers", 0), saved.get("head_filters", 256))
+        if head[0] != self.head_layers or (head[0] and head[1] != self.head_filters):
+            differences.append(f"head_layers {head[0]}, head_filters {head[1]} (this one: {self.head_layers}, "
+                               f"{self.head_filters})")  # fmt: skip
         if saved["labels"] != self.labels:
             differences.append(f"labels {saved['labels']} (this one: {self.labels})")
         if len(saved["anchors"]) != len(self.anchors):
@@ -233,6 +260,8 @@ class YOLO:
         """keras-yolo2 saved whole models in Keras 2's HDF5 layout: the backend as one nested model,
         then the head named DetectionLayer."""
         file_layers, _ = read_keras2_weights(path)
+        if self.head_layers:
+            raise ValueError(f"{path}: keras-yolo2 detectors have a single 1x1 conv head; set model.head_layers to 0")
         if "DetectionLayer" not in file_layers:
             raise ValueError(f"{path} is a backend file (no detection head), not a detector. {DETECTOR_VS_BACKEND}")
         layers = {h5_layer_name(layer.name): layer for layer in layers_with_weights(self.backend_model)}
@@ -251,7 +280,7 @@ class YOLO:
                 "its backend (model.backend_weights) and train a new head."
             )
         layers["DetectionLayer"] = head
-        assign_by_name(layers, file_layers, path)
+        assign_by_name(layers, file_layers, path, self.backend.normalization())
         if getattr(self.backend, "passthrough", None) == "darknet":
             warnings.warn(
                 f"{path} is a keras-yolo2 file: its Full Yolo passthrough was TensorFlow's space_to_depth. Set "
@@ -264,7 +293,7 @@ class YOLO:
         scores, class ids), one forward pass for all of them."""
         if not len(images):
             return []
-        batch = np.stack([network_input(image, (self.input_h, self.input_w)) for image in images])
+        batch = np.stack([network_input(image, (self.input_h, self.input_w), self.input_channels) for image in images])
         netout = self.inference_model.predict_on_batch(batch)
         return detect(netout, self.anchors, [image.shape[:2] for image in images], obj_thresh, nms_thresh)
 
@@ -284,14 +313,21 @@ class YOLO:
         """Whole-detector weights (.weights.h5) that record backend, input size, labels and anchors."""
         save_weights_atomic(self.model, path, self.metadata())
 
+    def head(self):
+        """The layers after the backend that hold weights: head_layers conv-BN pairs, then DetectionLayer."""
+        names = [f"head_{kind}_{i}" for i in range(1, self.head_layers + 1) for kind in ("conv", "norm")]
+        return [self.model.get_layer(name) for name in names + ["DetectionLayer"]]
+
     def save_head(self, path):
-        """Only the detection head, with the detector's description; `YOLO.from_parts` joins it to a backend."""
-        head = self.model.get_layer("DetectionLayer")
+        """Only the head (one group per layer), with the detector's description; `YOLO.from_parts` joins it to a
+        backend."""
         tmp = path + ".tmp"
         with h5py.File(tmp, "w") as f:
             f.attrs[METADATA_KEY] = json.dumps(self.metadata())
-            for name, value in zip(("kernel", "bias"), head.get_weights()):
-                f.create_dataset(name, data=value)
+            for layer in self.head():
+                group = f.create_group(layer.name)
+                for i, value in enumerate(layer.get_weights()):
+                    group.create_dataset(str(i), data=value)
         os.replace(tmp, path)
 
     @classmethod
@@ -299,20 +335,27 @@ class YOLO:
         """A detector assembled from a backend file and a head file (save_head) without training, like
         MATLAB's assembleNetwork. Backend, labels and anchors come from the head file."""
         with h5py.File(head_weights, "r") as f:
-            if METADATA_KEY not in f.attrs or "kernel" not in f:
+            if METADATA_KEY not in f.attrs or "DetectionLayer" not in f:
                 raise ValueError(f"{head_weights} is not a head file written by YOLO.save_head")
             meta = json.loads(f.attrs[METADATA_KEY])
-            arrays = [np.asarray(f["kernel"]), np.asarray(f["bias"])]
+            arrays = {name: [np.asarray(group[str(i)]) for i in range(len(group))] for name, group in f.items()}
         if not os.path.exists(backend_weights):
             raise FileNotFoundError(f"Backend weights file not found: {backend_weights}")
         yolo = cls(meta["backend"], input_size or meta["input_size"], meta["labels"], max_box_per_image,
-                   meta["anchors"], backend_options=meta["backend_options"], backend_weights=backend_weights)  # fmt: skip
-        head = yolo.model.get_layer("DetectionLayer")
-        if arrays[0].shape != tuple(head.kernel.shape):
-            raise ValueError(f"{head_weights}: head of shape {arrays[0].shape}, the {meta['backend']} backend "
-                             f"needs {tuple(head.kernel.shape)}")  # fmt: skip
-        head.set_weights(arrays)
+                   meta["anchors"], backend_options=meta["backend_options"], backend_weights=backend_weights,
+                   input_channels=meta.get("input_channels", 3), head_layers=meta.get("head_layers", 0),
+                   head_filters=meta.get("head_filters", 256))  # fmt: skip
+        for layer in yolo.head():
+            expected = [tuple(w.shape) for w in layer.weights]
+            if [a.shape for a in arrays[layer.name]] != expected:
+                raise ValueError(f"{head_weights}: {layer.name} has shapes {[a.shape for a in arrays[layer.name]]}, "
+                                 f"the {meta['backend']} backend needs {expected}")  # fmt: skip
+            layer.set_weights(arrays[layer.name])
         return yolo
+
+    @property
+    def input_shape(self):
+        return self.input_h, self.input_w, self.input_channels
 
     def summary(self, **kwargs):
         self.model.summary(**kwargs)
@@ -326,16 +369,7 @@ def as_rgb(image):
         if decoded is None:
             raise ValueError(f"Cannot read image {path}: missing or not an image file")
         return decoded
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"Expected an RGB image (H, W, 3), got an array of shape {image.shape}")
-    if image.dtype != np.uint8:
-        raise ValueError(f"Expected uint8 pixels (0-255), got {image.dtype}")
-    return image
+    return to_rgb_uint8(image)
 
 
 def to_records(detection, labels):

@@ -247,11 +247,14 @@ def backends_command(args, config):
     from backends.report import backend_rows, format_rows
     from config import as_hw
 
-    input_hw = as_hw(config["model"]["input_size"])
-    rows = backend_rows(input_hw, bench=args.bench)
-    print(format_rows(rows, input_hw))
-    if not args.bench:
-        print("Speed: python main.py backends --bench (forward pass, batch 8, on this machine)")
+    input_hw, channels = as_hw(config["model"]["input_size"]), config["model"]["input_channels"]
+    speeds_file = os.path.join(config["train"]["runs_dir"], "backend_speeds.json")
+    rows = backend_rows(input_hw, channels, bench=args.bench, speeds_file=speeds_file)
+    print(format_rows(rows, input_hw, channels))
+    if args.bench:
+        print(f"Speeds (forward pass, batch 8, this machine) stored in {speeds_file}")
+    else:
+        print("img/s: python main.py backends --bench measures the forward pass (batch 8) on this machine")
     return rows
 
 

@@ -7,6 +7,7 @@ Boxes travel as float arrays (N, 4) of xmin, ymin, xmax, ymax.
 
 import math
 import os
+import sys
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -173,11 +174,71 @@ def check_label_counts(labels, seen_labels, where):
 
 
 def decode_image(path):
-    """-> RGB uint8 (H, W, 3), or None when the file is unreadable. Gray and RGBA become RGB."""
+    """-> RGB uint8 (H, W, 3), or None when the file is unreadable.
+
+    OpenCV's colour decoding (which applies EXIF orientation) replicates gray into three channels,
+    drops an alpha channel, as darknet's loader does, and keeps the top 8 bits of 16-bit pixels;
+    PNG headers are read to say so once per kind.
+    """
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         return None
+    if path.lower().endswith(".png"):
+        _note_png_conversions(path)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_ALPHA_TYPES = (4, 6)  # IHDR colour types gray + alpha, RGB + alpha
+_notices = set()
+
+
+def notice_once(kind, message):
+    """One line on stderr the first time a kind of conversion happens in this process: a dataset of
+    thousands of RGBA files gets one line, not thousands."""
+    if kind not in _notices:
+        _notices.add(kind)
+        print(f"Note: {message} (further such images are converted without a note)", file=sys.stderr, flush=True)
+
+
+def _note_png_conversions(path):
+    with open(path, "rb") as f:
+        header = f.read(26)
+    if len(header) < 26 or not header.startswith(PNG_SIGNATURE):
+        return
+    bit_depth, colour_type = header[24], header[25]
+    if bit_depth == 16:
+        notice_once("16-bit", f"{path} has 16-bit pixels; they are scaled to 8 bits (value / 256)")
+    if colour_type in PNG_ALPHA_TYPES:
+        notice_once("alpha", f"{path} has an alpha channel; it is dropped (transparent pixels keep their colour)")
+
+
+def to_rgb_uint8(image, source="image"):
+    """An image array as decode_image returns one: gray (H, W) or (H, W, 1) replicated, RGBA without
+    alpha, 16-bit scaled to 8 bits (these two with a notice)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"{source}: expected an RGB image (H, W, 3), got an array of shape {image.shape}")
+    if image.shape[2] == 4:
+        notice_once("alpha", f"{source} has an alpha channel; it is dropped (transparent pixels keep their colour)")
+        image = image[..., :3]
+    if image.dtype == np.uint16:
+        notice_once("16-bit", f"{source} has 16-bit pixels; they are scaled to 8 bits (value / 256)")
+        image = (image >> 8).astype(np.uint8)
+    if image.dtype != np.uint8:
+        raise ValueError(f"{source}: expected uint8 (0-255) or uint16 pixels, got {image.dtype}")
+    return np.ascontiguousarray(image)
+
+
+def to_channels(image, channels):
+    """RGB (H, W, 3) -> what a detector with `channels` input channels takes: itself, or gray (H, W, 1)."""
+    if channels == 3:
+        return image
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
 
 
 def instance_boxes(instance, train=True):
@@ -205,9 +266,9 @@ def resize_for_network(image, boxes, out_hw):
     return _warp(image, boxes, matrix, out_hw)
 
 
-def network_input(image, input_hw):
-    """An RGB image resized for the network exactly as validation images are."""
-    return resize_for_network(image, np.zeros((0, 4), np.float32), input_hw)[0]
+def network_input(image, input_hw, channels=3):
+    """An RGB image resized for the network exactly as validation images are (gray for channels=1)."""
+    return to_channels(resize_for_network(image, np.zeros((0, 4), np.float32), input_hw)[0], channels)
 
 
 def augment(image, boxes, out_hw, rng, jitter=0.2, flip=True, hue=0.1, saturation=1.5, exposure=1.5):
@@ -324,7 +385,7 @@ class BatchGenerator(keras.utils.PyDataset):
         self._order = self._make_order()
 
     def load(self, index, rng):
-        """-> (image uint8 (h, w, 3), normalised boxes (N, 4), class ids) of instance `index`."""
+        """-> (image uint8 (h, w, channels), normalised boxes (N, 4), class ids) of instance `index`."""
         instance = self.instances[index]
         image = None if index in self.bad_images else decode_image(instance["filename"])
         if image is None:
@@ -347,14 +408,14 @@ class BatchGenerator(keras.utils.PyDataset):
             image, boxes = resize_for_network(image, boxes, out_hw)
         keep = ((boxes[:, 2] - boxes[:, 0]) > 0.001) & ((boxes[:, 3] - boxes[:, 1]) > 0.001)
         class_ids = [self.label_index[n] for n, k in zip(names, keep) if k]
-        return image, boxes[keep], class_ids
+        return to_channels(image, self.config.get("channels", 3)), boxes[keep], class_ids
 
     def __getitem__(self, idx):
         cfg = self.config
         batch_size = cfg["batch_size"]
         rng = np.random.default_rng((self.seed, self.epoch, idx))
         h, w = cfg["input_hw"]
-        images = np.zeros((batch_size, h, w, 3), np.uint8)
+        images = np.zeros((batch_size, h, w, cfg.get("channels", 3)), np.uint8)
         grids = np.zeros((batch_size, *cfg["grid_hw"], len(cfg["anchors"]) // 2, 5 + len(cfg["labels"])), np.float32)
         true_boxes = np.zeros((batch_size, 1, 1, 1, cfg["max_box_per_image"], 4), np.float32)
         for b in range(batch_size):

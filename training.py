@@ -17,7 +17,7 @@ from keras import ops
 
 from datasets import load_datasets
 from evaluate import MapEvaluation, predict_instances, report_evaluation
-from frontend import YOLO, save_weights_atomic
+from frontend import FROM_SCRATCH, YOLO, save_weights_atomic
 from preprocessing import BatchGenerator, decode_image
 from utils import draw_boxes
 
@@ -113,6 +113,9 @@ def check_weights(yolo, config):
         raise TrainingError(f"pretrained_weights not found: {pretrained}")
     if model_cfg["freeze_backend"] is True and yolo.backend_weights is None and not pretrained:
         expected = model_cfg["backend_weights"] or yolo.backend.default_weights_path()
+        if expected.lower() == FROM_SCRATCH:
+            raise TrainingError('model.backend_weights is "none" (train from scratch): set model.freeze_backend '
+                                "to false (or --unfreeze); a frozen random backend cannot learn.")  # fmt: skip
         raise TrainingError(
             f"The {yolo.backend.name} backend is frozen but its weights file is missing: {expected}\n"
             "A frozen random backend cannot learn. Either\n"
@@ -126,8 +129,14 @@ def check_weights(yolo, config):
     n_total = sum(int(ops.size(v)) for v in yolo.model.weights)
     freeze = model_cfg["freeze_backend"]
     state = "frozen" if freeze is True else "trainable" if not freeze else f"partly frozen ({freeze})"
-    print(f"{yolo.backend.name} backend {state}: {n_trainable:,} of {n_total:,} parameters train; "
-          f"grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors.")  # fmt: skip
+    weights = yolo.backend_weights or "none, random initialisation"
+    gray = ", gray input (1 channel)" if yolo.input_channels == 1 else ""
+    print(f"{yolo.backend.name} backend {state} (weights: {weights}): {n_trainable:,} of {n_total:,} parameters "
+          f"train; grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors{gray}.")  # fmt: skip
+    frozen_for_good = freeze is True and not config["train"]["unfreeze_after"]
+    if frozen_for_good and not yolo.head_layers and not yolo.backend.ends_in_detection_layers:
+        print("Note: a frozen ImageNet backbone under a single 1x1 conv learns little; model.head_layers: 2 adds "
+              "trainable detection layers (see README, Training from scratch).")  # fmt: skip
 
 
 def make_generators(config, yolo, train_set, valid_set):
@@ -136,6 +145,7 @@ def make_generators(config, yolo, train_set, valid_set):
         "labels": yolo.labels,
         "batch_size": train_cfg["batch_size"],
         "input_hw": (yolo.input_h, yolo.input_w),
+        "channels": yolo.input_channels,
         "grid_hw": (yolo.grid_h, yolo.grid_w),
         "anchors": yolo.anchors,
         "max_box_per_image": yolo.max_box_per_image,

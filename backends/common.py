@@ -1,6 +1,6 @@
 """What every backend shares: the registry, conv-BN-leaky blocks, weight files.
 
-A backend is a feature extractor: a Keras model from RGB 0..255 images to a
+A backend is a feature extractor: a Keras model from RGB (or gray) 0..255 images to a
 stride-32 feature map, normalising its own input. Register one with
 `@register_backend("Name")` on a subclass of `Backend`.
 """
@@ -51,19 +51,29 @@ class Backend:
     scale = 1.0 / 255.0
     offset = 0.0
     bgr = False
+    # darknet detectors' backends (Full Yolo, Tiny Yolo) already end in detection layers
+    ends_in_detection_layers = False
 
     def features(self, x):
         """Maps the normalised image tensor to the stride-32 feature tensor."""
         raise NotImplementedError
 
     def build(self, input_shape):
+        """input_shape (h, w, channels): 3 for RGB, 1 for a gray first layer (see gray_first_layer)."""
         image = keras.Input(shape=input_shape, name="input_image")
-        x = Normalization(self.scale, self.offset, self.bgr, name="normalize")(image)
+        x = Normalization(*self.normalization(input_shape[-1]), name="normalize")(image)
         model = keras.Model(image, self.features(x), name=self.model_name)
         set_batchnorm_momentum(model, BN_MOMENTUM)
         if model.output.shape[1] is None or input_shape[0] // model.output.shape[1] != 32:
             raise ValueError(f"{self.name} backend must reduce the input 32 times, got {model.output.shape}")
         return model
+
+    def normalization(self, channels=3):
+        """(scale, offset, bgr) for the Normalization layer; one channel takes the channels' means."""
+        if channels == 3:
+            return self.scale, self.offset, self.bgr
+        scale, offset = _per_channel(self.scale), _per_channel(self.offset)
+        return float(scale.mean()), float(offset.mean()), False
 
     @property
     def model_name(self):
@@ -73,15 +83,15 @@ class Backend:
         return os.path.join(WEIGHTS_DIR, self.weights_file)
 
 
-def conv_bn_leaky(x, filters, kernel_size, index, strides=1):
+def conv_bn_leaky(x, filters, kernel_size, index, strides=1, prefix=""):
     """Darknet's [convolutional] block with batch_normalize=1 and leaky (0.1) activation.
 
     Layer names follow keras-yolo2 (`conv_<i>`, `norm_<i>`) so weight files match.
     """
     x = keras.layers.Conv2D(
-        filters, kernel_size, strides=strides, padding="same", use_bias=False, name=f"conv_{index}"
+        filters, kernel_size, strides=strides, padding="same", use_bias=False, name=f"{prefix}conv_{index}"
     )(x)
-    x = keras.layers.BatchNormalization(name=f"norm_{index}")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{prefix}norm_{index}")(x)
     return keras.layers.LeakyReLU(negative_slope=0.1)(x)
 
 
@@ -148,11 +158,49 @@ def read_keras2_weights(path):
     return layers, attrs
 
 
-def assign_by_name(layers, file_layers, path):
-    """Sets each Keras layer from the file's arrays of the same name, checking shapes."""
+def _per_channel(value):
+    return np.broadcast_to(np.asarray(value, np.float64), (3,))
+
+
+def gray_first_layer(arrays, scale, offset):
+    """An RGB first convolution's [kernel, (bias)] -> (the same layer for one gray input channel,
+    the per-filter shift it leaves for the next layer, or None).
+
+    On a gray image g (R = G = B) the RGB layer computes sum_c W_c (s_c g + o_c) + b, with s_c, o_c
+    the backend's per-channel normalisation. The gray layer sees s g + o with s, o the channels'
+    means, so its kernel is sum_c W_c s_c / s (the plain sum over input channels when all channels
+    are scaled alike) and the offsets' difference, sum W_c (o_c - s_c o / s), goes into its bias;
+    a layer without bias returns it as the shift (zero for backends that scale and offset every
+    channel alike). Away from the zero-padded border the gray and RGB layers then agree.
+    """
+    kernel = np.asarray(arrays[0], np.float64)
+    s, o = _per_channel(scale), _per_channel(offset)
+    s_gray, o_gray = s.mean(), o.mean()
+    gray = [np.einsum("hwcf,c->hwf", kernel, s / s_gray)[:, :, None, :].astype(arrays[0].dtype)]
+    shift = np.einsum("hwcf,c->f", kernel, o - s * o_gray / s_gray)
+    if len(arrays) == 1:
+        return gray, shift
+    return gray + [(arrays[1] + shift).astype(arrays[1].dtype)] + list(arrays[2:]), None
+
+
+def assign_by_name(layers, file_layers, path, normalization=None):
+    """Sets each Keras layer from the file's arrays of the same name, checking shapes.
+
+    With `normalization` (the backend's RGB (scale, offset, bgr)), an RGB kernel goes into a
+    layer built for one input channel through gray_first_layer; a shift that layer could not
+    take (no bias) goes into the moving mean of the BatchNormalization after it.
+    """
+    shift = None
     for name, layer in layers.items():
-        arrays = file_layers[name]
+        arrays = list(file_layers[name])
         expected = [tuple(w.shape) for w in layer.weights]
+        if normalization and _rgb_into_gray(arrays, expected):
+            arrays, shift = gray_first_layer(arrays, *normalization[:2])
+        elif shift is not None:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                index = [w.name for w in layer.weights].index("moving_mean")
+                arrays[index] = (arrays[index] - shift).astype(arrays[index].dtype)
+            shift = None
         if [a.shape for a in arrays] != expected:
             raise ValueError(
                 f"{path}: layer {name} has weights of shapes {[a.shape for a in arrays]} "
@@ -161,12 +209,20 @@ def assign_by_name(layers, file_layers, path):
         layer.set_weights(arrays)
 
 
-def load_backend_weights(model, path):
+def _rgb_into_gray(arrays, expected):
+    shape = np.shape(arrays[0])
+    return len(shape) == 4 and shape[2] == 3 and expected[0] == (*shape[:2], 1, shape[3])
+
+
+def load_backend_weights(model, path, normalization=None):
     """Loads a Keras 2 style HDF5 weights file by layer name into `model`.
 
     That is the layout of keras-yolo2's `*_backend.h5`, Keras applications'
     `*_notop.h5` files, and the files this project writes. Every layer of
     `model` that has weights must be found in the file with the same shapes.
+
+    A model built for gray input takes an RGB file's first layer through gray_first_layer, given
+    the backend's RGB `normalization` (scale, offset, bgr).
 
     Returns the names of layers the file marks as not pretrained (a converted darknet
     prefix such as darknet19_448.conv.23 covers only the first layers).
@@ -175,6 +231,7 @@ def load_backend_weights(model, path):
     file_layers, attrs = read_keras2_weights(path)
     if "DetectionLayer" in file_layers:
         raise ValueError(f"{path} is a whole detector's weights, not a backend file. {DETECTOR_VS_BACKEND}")
+    _pair_auto_named(layers, file_layers)
     missing = sorted(set(layers) - set(file_layers))
     if missing:
         shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
@@ -182,8 +239,19 @@ def load_backend_weights(model, path):
             f"{path}: does not hold weights for {len(missing)} layer(s) of the {model.name} "
             f"model ({shown}). Is it the backend file for this backend?"
         )
-    assign_by_name(layers, file_layers, path)
+    assign_by_name(layers, file_layers, path, normalization)
     return attrs["not_pretrained"]
+
+
+def _pair_auto_named(layers, file_layers):
+    """Layers Keras names itself (ConvNeXt's last `layer_normalization`) get another suffix each time a
+    model is built in a process; unmatched layers on both sides are paired in order, as Keras itself
+    loads HDF5 weights, and assign_by_name still checks every shape."""
+    ours = [name for name in layers if name not in file_layers]
+    theirs = [name for name in file_layers if name not in layers]
+    if ours and len(ours) == len(theirs):
+        for mine, name in zip(ours, theirs):
+            file_layers[mine] = file_layers.pop(name)
 
 
 def save_backend_weights(model, path, not_pretrained=()):

@@ -19,6 +19,7 @@ DARKNET19_STAGES = [
 @register_backend("Full Yolo")
 class FullYolo(Backend):
     weights_file = "full_yolo_backend.h5"
+    ends_in_detection_layers = True
 
     def __init__(self, passthrough="darknet"):
         self.passthrough = passthrough

@@ -1,5 +1,6 @@
 """The `backends` table: size, cost and (measured) speed of every registered backend, to choose one."""
 
+import json
 import os
 import time
 
@@ -31,8 +32,8 @@ def _positions(layer):
     return int(np.prod(layer.output.shape[1:-1]))
 
 
-def images_per_second(model, input_hw, batch=8, repeats=5):
-    x = np.random.default_rng(0).integers(0, 255, (batch, *input_hw, 3), dtype=np.uint8)
+def images_per_second(model, input_shape, batch=8, repeats=5):
+    x = np.random.default_rng(0).integers(0, 255, (batch, *input_shape), dtype=np.uint8)
     model.predict_on_batch(x)  # compile and warm up
     start = time.perf_counter()
     for _ in range(repeats):
@@ -40,12 +41,21 @@ def images_per_second(model, input_hw, batch=8, repeats=5):
     return batch * repeats / (time.perf_counter() - start)
 
 
-def backend_rows(input_hw, names=None, bench=False):
-    """One dict per backend: name, parameters, GFLOPs (backend only) at input_hw, grid, weights file, img/s."""
+def backend_rows(input_hw, channels=3, names=None, bench=False, speeds_file=None):
+    """One dict per backend: name, parameters, GFLOPs (backend only) at input_hw, grid, weights file, img/s.
+
+    img/s is measured with `bench` (and stored in `speeds_file`), else read from an earlier measurement
+    there for the same input shape and Keras backend.
+    """
+    input_shape = (*input_hw, channels)
+    stored = read_speeds(speeds_file)
     rows = []
     for key in names or sorted(BACKENDS, key=lambda k: BACKENDS[k].name):
         backend = BACKENDS[key.lower()]()
-        model = backend.build((*input_hw, 3))
+        model = backend.build(input_shape)
+        speed_key = _speed_key(backend.name, input_shape)
+        if bench:
+            stored[speed_key] = images_per_second(model, input_shape)
         rows.append({
             "name": backend.name,
             "parameters": model.count_params(),
@@ -53,13 +63,34 @@ def backend_rows(input_hw, names=None, bench=False):
             "grid": tuple(model.output.shape[1:3]),
             "weights_file": backend.default_weights_path(),
             "weights_present": os.path.exists(backend.default_weights_path()),
-            "images_per_second": images_per_second(model, input_hw) if bench else None,
+            "images_per_second": stored.get(speed_key),
         })  # fmt: skip
+    if bench and speeds_file:
+        write_speeds(speeds_file, stored)
     return rows
 
 
-def format_rows(rows, input_hw):
-    lines = [f"Backends at {input_hw[1]}x{input_hw[0]} input (backend only, without the 1x1 head):",
+def _speed_key(name, input_shape):
+    return f"{name} {'x'.join(map(str, input_shape))} {keras.backend.backend()}"
+
+
+def read_speeds(path):
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_speeds(path, speeds):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(speeds, f, indent=1, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def format_rows(rows, input_hw, channels=3):
+    kind = "gray" if channels == 1 else "RGB"
+    lines = [f"Backends at {input_hw[1]}x{input_hw[0]} {kind} input (backend only, without the 1x1 head):",
              f"{'backend':<16}{'params':>12}{'GFLOPs':>9}{'grid':>8}  {'img/s':>7}  weights file (weights/)"]  # fmt: skip
     for r in rows:
         speed = f"{r['images_per_second']:7.1f}" if r["images_per_second"] is not None else f"{'-':>7}"

@@ -6,6 +6,7 @@ from backends.common import Backend, conv_bn_leaky, maxpool, register_backend
 @register_backend("Tiny Yolo")
 class TinyYolo(Backend):
     weights_file = "tiny_yolo_backend.h5"
+    ends_in_detection_layers = True
 
     def __init__(self, final_filters=1024):
         # yolov2-tiny-voc ends in 1024 filters, yolov2-tiny (COCO) in 512

@@ -12,7 +12,7 @@ from conftest import ROOT
 import main as cli
 from backends import get_backend, save_backend_weights
 from backends.applications import APPLICATIONS
-from backends.report import count_flops
+from backends.report import backend_rows, count_flops, format_rows
 from custom_layers import Normalization
 from frontend import YOLO
 
@@ -23,20 +23,36 @@ MODULES = {
 }  # fmt: skip
 
 
+def reference_preprocessing(name, image):
+    """What each model's ImageNet weights expect: its preprocess_input, or for the two models that
+    normalise inside, their own layers (ConvNeXt's PreStem; EfficientNet's documented (x/255 - mean) / std,
+    which keras builds only with weights="imagenet")."""
+    if name == "ConvNeXtTiny":
+        net = keras.applications.ConvNeXtTiny(include_top=False, weights=None, input_shape=(32, 32, 3))
+        return keras.ops.convert_to_numpy(net.get_layer("convnext_tiny_prestem_normalization")(image))
+    if name == "EfficientNetB0":
+        from keras.src.applications.efficientnet import IMAGENET_STDDEV_RGB
+
+        mean_rgb = [0.485, 0.456, 0.406]  # tensorflow/tpu efficientnet's MEAN_RGB / 255, in keras' weight files
+        return (image / 255 - np.array(mean_rgb)) / np.array(IMAGENET_STDDEV_RGB)
+    return importlib.import_module(f"keras.applications.{MODULES[name]}").preprocess_input(image.copy())
+
+
 @pytest.mark.parametrize("name", list(APPLICATIONS))
-def test_preprocessing_equals_keras_preprocess_input(name):
+def test_preprocessing_equals_the_models_own(name):
     backend = get_backend(name)
     image = np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3)).astype(np.float32)
     ours = keras.ops.convert_to_numpy(Normalization(backend.scale, backend.offset, backend.bgr)(image))
-    module = importlib.import_module(f"keras.applications.{MODULES[name]}")
-    np.testing.assert_allclose(ours, module.preprocess_input(image.copy()), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(ours, reference_preprocessing(name, image), rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("channels", [3, 1])
 @pytest.mark.parametrize("name", list(APPLICATIONS))
-def test_builds_a_stride_32_grid_for_a_non_square_input(name):
-    yolo = YOLO(name, [96, 128], ["a"], 2, [1, 1], load_pretrained=False)
+def test_builds_a_stride_32_grid_for_a_non_square_input(name, channels):
+    yolo = YOLO(name, [96, 128], ["a"], 2, [1, 1], load_pretrained=False, input_channels=channels)
     assert (yolo.grid_h, yolo.grid_w) == (3, 4)
-    assert yolo.inference_model.predict_on_batch(np.zeros((1, 96, 128, 3), np.uint8)).shape == (1, 3, 4, 1, 6)
+    batch = np.zeros((1, 96, 128, channels), np.uint8)
+    assert yolo.inference_model.predict_on_batch(batch).shape == (1, 3, 4, 1, 6)
 
 
 def test_imagenet_weights_from_a_local_file(tmp_path):
@@ -72,3 +88,13 @@ def test_backends_command_prints_the_table(capsys):
     assert {"Full Yolo", "Tiny Yolo", "SqueezeNet", "MobileNet", "ResNet50", "ConvNeXtTiny"} <= names
     assert all(r["grid"] == (4, 4) for r in rows)  # the demo's 128 px
     assert "GFLOPs" in out and "tiny_yolo_backend.h5" in out
+
+
+def test_measured_speeds_are_stored_and_shown_for_the_same_input_shape(tmp_path):
+    speeds = str(tmp_path / "backend_speeds.json")
+    measured = backend_rows((64, 64), names=["SqueezeNet"], bench=True, speeds_file=speeds)[0]["images_per_second"]
+    assert measured > 0
+    assert backend_rows((64, 64), names=["SqueezeNet"], speeds_file=speeds)[0]["images_per_second"] == measured
+    assert backend_rows((64, 96), names=["SqueezeNet"], speeds_file=speeds)[0]["images_per_second"] is None
+    assert backend_rows((64, 64), 1, names=["SqueezeNet"], speeds_file=speeds)[0]["images_per_second"] is None
+    assert "  -  " not in format_rows(backend_rows((64, 64), names=["SqueezeNet"], speeds_file=speeds), (64, 64))

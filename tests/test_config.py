@@ -82,6 +82,9 @@ def test_unknown_key_warns_with_suggestion():
         ({"train": {"optimizer": "rmsprop"}}, "optimizer"),
         ({"valid": {"map_every": -1}}, "map_every"),
         ({"model": {"freeze_backend": "yes"}}, "freeze_backend must be true, false, a number"),
+        ({"model": {"input_channels": 4}}, r"model.input_channels must be one of \(3, 1\)"),
+        ({"model": {"head_layers": 1.5}}, "head_layers must be a whole number"),
+        ({"model": {"head_filters": 0}}, "head_filters must be a positive number"),
         ([], "top level"),
     ],
 )

@@ -39,9 +39,13 @@ cfg = {"labels": ["a", "b"], "batch_size": 2, "input_hw": (128, 128), "grid_hw":
 history = yolo.model.fit(BatchGenerator([instance], cfg, augment_images=False), epochs=1, verbose=0,
                          callbacks=[MapEvaluation(yolo, [instance], every=1)])
 predicted = yolo.predict("tests/data/shapes.jpg", threshold=0.0)
+gray = YOLO(backend="MobileNet", input_size=64, labels=["a"], max_box_per_image=4, anchors=[1, 1],
+            backend_options={"alpha": 0.25}, load_pretrained=False, input_channels=1, head_layers=1, head_filters=8)
+gray_predicted = gray.predict("tests/data/shapes.jpg", threshold=0.0)
 print(json.dumps({"loss": float(total), "terms": {k: float(v) for k, v in terms.items()},
                   "fit_loss": history.history["loss"][0], "map": history.history["val_map50"][0],
                   "predicted": len(predicted), "head_changed": bool(np.abs(np.array(head.kernel) - before).max() > 0),
+                  "gray_predicted": len(gray_predicted), "gray_input": list(gray.inference_model.input.shape[1:]),
                   "shape": list(yolo.inference_model.predict_on_batch(np.zeros((1, 128, 128, 3), np.uint8)).shape)}))
 """
 
@@ -73,3 +77,4 @@ def test_loss_and_train_step_under_jax(tmp_path):
     assert 0 <= result["map"] <= 1
     assert result["predicted"] > 0  # every candidate passes threshold 0; NMS leaves at least one box
     assert result["shape"] == [1, 4, 4, 2, 7]
+    assert result["gray_input"] == [64, 64, 1] and result["gray_predicted"] > 0  # 1-channel model with head layers

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import cv2
 import h5py
@@ -14,9 +15,11 @@ import pytest
 from conftest import ROOT
 
 import main as cli
+from backends import Backend, save_backend_weights
 from config import build_config
 from datasets import load_datasets, split_train_valid
 from demo_data import write_split
+from frontend import YOLO
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
@@ -84,6 +87,24 @@ def test_frozen_backend_without_weights_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing_backend.h5" in err and "--unfreeze" in err
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_backend_weights_none_trains_from_scratch_and_needs_an_unfrozen_backend(tmp_path, capsys, monkeypatch):
+    path, config = demo_like_config(tmp_path)
+    config["model"].update(freeze_backend=True, backend_weights="none")
+    (tmp_path / "scratch.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit):
+        cli.main(["--config", str(tmp_path / "scratch.json")])
+    assert 'backend_weights is "none"' in capsys.readouterr().err
+
+    source = YOLO("MobileNet", 64, ["a"], 2, [1, 1], backend_options={"alpha": 0.25}, load_pretrained=False)
+    save_backend_weights(source.backend_model, str(tmp_path / "present.h5"))
+    monkeypatch.setattr(Backend, "default_weights_path", lambda self: str(tmp_path / "present.h5"))
+    assert YOLO("MobileNet", 64, ["a"], 2, [1, 1], backend_options={"alpha": 0.25}).backend_weights is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "randomly initialised" warning either: it is what was asked
+        scratch = YOLO("MobileNet", 64, ["a"], 2, [1, 1], backend_options={"alpha": 0.25}, backend_weights="none")
+    assert scratch.backend_weights is None
 
 
 def voc_tree(root, names_by_split):

@@ -178,8 +178,9 @@ def test_saved_detector_records_what_it_is_and_refuses_another(tmp_path):
         YOLO("Tiny Yolo", 128, ["raccoon"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 9, 9], load_pretrained=False).load_weights(path)
 
 
-def test_detector_assembled_from_a_backend_file_and_a_head_file(tmp_path):
-    trained = tiny()
+@pytest.mark.parametrize("head_layers", [0, 2])
+def test_detector_assembled_from_a_backend_file_and_a_head_file(tmp_path, head_layers):
+    trained = tiny(head_layers=head_layers, head_filters=32)
     for v in trained.model.weights:  # stands in for a trained detector
         v.assign(np.random.default_rng(len(v.path)).normal(0, 0.05, v.shape).astype(np.float32))
     save_backend_weights(trained.backend_model, str(tmp_path / "tiny_yolo_backend.h5"))
@@ -192,3 +193,18 @@ def test_detector_assembled_from_a_backend_file_and_a_head_file(tmp_path):
     )
     with pytest.raises(ValueError, match="not a head file"):
         YOLO.from_parts(str(tmp_path / "tiny_yolo_backend.h5"), str(tmp_path / "tiny_yolo_backend.h5"))
+
+
+def test_head_layers_sit_between_backend_and_detection_conv_and_train_with_a_frozen_backend(tmp_path):
+    yolo = tiny(head_layers=2, head_filters=64, freeze_backend=True)
+    assert [layer.name for layer in yolo.head()] == ["head_conv_1", "head_norm_1", "head_conv_2", "head_norm_2",
+                                                     "DetectionLayer"]  # fmt: skip
+    assert yolo.model.get_layer("head_conv_1").kernel.shape == (3, 3, 1024, 64)
+    assert yolo.model.get_layer("DetectionLayer").kernel.shape == (1, 1, 64, 5 * 6)
+    trainable = {v.path.split("/")[0] for v in yolo.model.trainable_weights}
+    assert trainable == {"head_conv_1", "head_norm_1", "head_conv_2", "head_norm_2", "DetectionLayer"}
+    path = str(tmp_path / "neck.weights.h5")
+    yolo.save_weights(path)
+    with pytest.raises(ValueError, match=r"head_layers 2, head_filters 64 \(this one: 0, 256\)"):
+        tiny().load_weights(path)
+    tiny(head_layers=2, head_filters=64).load_weights(path)

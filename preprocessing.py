@@ -183,7 +183,8 @@ def decode_image(path):
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         return None
-    if path.lower().endswith(".png"):
+    # headers are read until both notices were given
+    if path.lower().endswith(".png") and not {"16-bit", "alpha"} <= _notices:
         _note_png_conversions(path)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 

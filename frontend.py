@@ -96,7 +96,9 @@ class YOLO:
         self.backend_model = self.backend.build(self.input_shape)
         self.backend_weights, self.not_pretrained = None, []
         from_scratch = isinstance(backend_weights, str) and backend_weights.lower() == FROM_SCRATCH
-        if load_pretrained and not from_scratch:
+        if self.backend.weights_built_in:
+            self.backend_weights = self.backend.weights_built_in
+        elif load_pretrained and not from_scratch:
             self.backend_weights = self._load_backend_weights(backend_weights)
         if freeze_backend:
             self._freeze_backend()

@@ -47,6 +47,7 @@ class KerasApplication(Backend):
         if weights not in (None, "imagenet"):
             raise ValueError(f"{self.name}: backend_options weights must be 'imagenet' or absent, got {weights!r}")
         self.weights = weights
+        self.weights_built_in = "Keras' ImageNet download" if weights else None
 
     def features(self, x):
         h, w, channels = x.shape[1:]

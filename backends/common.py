@@ -53,6 +53,8 @@ class Backend:
     bgr = False
     # darknet detectors' backends (Full Yolo, Tiny Yolo) already end in detection layers
     ends_in_detection_layers = False
+    # where build() itself took pretrained weights from (Keras' download), or None: then they come from a file
+    weights_built_in = None
 
     def features(self, x):
         """Maps the normalised image tensor to the stride-32 feature tensor."""

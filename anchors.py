@@ -6,12 +6,12 @@ seeded restarts, keeping the run with the best average IoU.
 
 import numpy as np
 
+from errors import UserError
+from utils import shape_iou, voc_to_corners
 
-def shape_iou(wh, centroids):
-    """IoU of (N, 2) box shapes against (K, 2) centroid shapes, all centred -> (N, K)."""
-    inter = np.minimum(wh[:, None, 0], centroids[None, :, 0]) * np.minimum(wh[:, None, 1], centroids[None, :, 1])
-    union = (wh[:, 0] * wh[:, 1])[:, None] + (centroids[:, 0] * centroids[:, 1])[None, :] - inter
-    return inter / union
+
+class AnchorsError(UserError):
+    """Too few boxes to choose anchors from."""
 
 
 def average_iou(wh, centroids):
@@ -50,7 +50,7 @@ def find_anchors(wh, k, restarts=10, seed=0):
     wh = np.asarray(wh, np.float64).reshape(-1, 2)
     wh = wh[(wh > 0).all(axis=1)]
     if len(wh) < k:
-        raise ValueError(f"Need at least {k} boxes to choose {k} anchors, the training set has {len(wh)}.")
+        raise AnchorsError(f"Need at least {k} boxes to choose {k} anchors, the training set has {len(wh)}.")
     rng = np.random.default_rng(seed)
     best, best_iou = None, -1.0
     for _ in range(restarts):
@@ -63,13 +63,12 @@ def find_anchors(wh, k, restarts=10, seed=0):
 
 def instance_shapes(instances):
     """Box widths and heights relative to their image, (N, 2), difficult objects left out."""
-    shapes = [
-        ((o["xmax"] - o["xmin"] + 1) / i["width"], (o["ymax"] - o["ymin"] + 1) / i["height"])
-        for i in instances
-        for o in i["object"]
-        if not o["difficult"]
-    ]
-    return np.array(shapes, np.float64).reshape(-1, 2)
+    shapes = []
+    for instance in instances:
+        objects = [o for o in instance["object"] if not o["difficult"]]
+        corners = voc_to_corners([[o["xmin"], o["ymin"], o["xmax"], o["ymax"]] for o in objects])
+        shapes.append((corners[:, 2:] - corners[:, :2]) / [instance["width"], instance["height"]])
+    return np.concatenate(shapes or [np.zeros((0, 2))]).reshape(-1, 2)
 
 
 def to_grid_units(anchors, grid_hw):

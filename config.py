@@ -1,13 +1,17 @@
-"""Configuration: defaults, keras-yolo2 compatibility, validation, command-line overrides.
+"""Configuration: the one home of defaults and key names, keras-yolo2 compatibility, validation,
+command-line overrides, and one function per consumer that turns a config into its arguments.
 
-The file format is keras-yolo2's: sections `model`, `train`, `valid` with its key
-names. Keys this project adds follow the same snake_case style.
+The file format is keras-yolo2's: sections `model`, `train`, `valid` with its key names. Keys this
+project adds follow the same snake_case style; thresholds are all `<what>_threshold`.
 """
 
 import copy
 import difflib
 import json
+import math
 import warnings
+
+from errors import UserError
 
 VOC_LABELS = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
@@ -25,6 +29,7 @@ DEFAULTS = {
         "max_box_per_image": 30,
         "labels": VOC_LABELS,
         "freeze_backend": True,
+        # "" = weights/<backend>_backend.h5 when present; "none" = random initialisation
         "backend_weights": "",
         "backend_options": {},
         # 1: gray images into a first layer made from the pretrained RGB kernel (backends.gray_first_layer)
@@ -45,12 +50,14 @@ DEFAULTS = {
         "learning_rate": 1e-4,
         "nb_epochs": 50,
         "warmup_epochs": None,
+        # darknet's region layer pulls unassigned predictions to their anchors for this many images
         "warmup_images": 12800,
         "object_scale": 5.0,
         "no_object_scale": 1.0,
         "coord_scale": 1.0,
         "class_scale": 1.0,
-        "ignore_thresh": 0.6,
+        # darknet's `thresh`: predictions overlapping a true box more than this get no no-object penalty
+        "ignore_threshold": 0.6,
         "saved_weights_name": "",
         "optimizer": "adam",
         "momentum": 0.9,
@@ -71,21 +78,84 @@ DEFAULTS = {
         "workers": 2,
         "seed": 0,
         "prediction_images": 8,
-        "debug": False,
     },
     "valid": {
         "valid_image_folder": "",
         "valid_annot_folder": "",
         "valid_split": "val",
         "valid_times": 1,
+        # where the evaluation reports precision and recall, and predict's default
         "score_threshold": 0.3,
+        # IoU above which a lower-scoring box of the same class is suppressed
+        "nms_threshold": 0.45,
+        "max_detections": 300,
         # validation mAP@0.5 every N epochs during training (0: never); best.weights.h5 is then the best by mAP
         "map_every": 5,
     },
 }
 
-# Variant spellings in keras-yolo2's README, accepted with a notice.
-ALIASES = {("model", "architecture"): "backend", ("train", "nb_epoch"): "nb_epochs"}
+# Other spellings (keras-yolo2's README variants, this project's earlier names), accepted with a notice.
+ALIASES = {
+    ("model", "architecture"): "backend",
+    ("train", "nb_epoch"): "nb_epochs",
+    ("train", "ignore_thresh"): "ignore_threshold",
+}
+# keras-yolo2 keys with no effect here, accepted with a notice so its configs run unchanged.
+IGNORED = {("train", "debug"): "keras-yolo2's debug printing"}
+
+
+class ConfigError(UserError):
+    pass
+
+
+# === Validation ===
+# One check per kind of value; KINDS says which kind each key is. Keys not listed are free-form.
+
+
+def _number(value):
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+CHECKS = {
+    "a positive whole number": lambda v: _whole(v) and v > 0,
+    "a whole number (0 turns it off)": lambda v: _whole(v) and v >= 0,
+    "a whole number of at least 0": lambda v: _whole(v) and v >= 0,
+    "a positive number": lambda v: _number(v) and v > 0,
+    "a number of at least 0": lambda v: _number(v) and v >= 0,
+    "a number from 0 to 1": lambda v: _number(v) and 0 <= v <= 1,
+    "a number of at least 1": lambda v: _number(v) and v >= 1,
+    "true or false": lambda v: isinstance(v, bool),
+    "text (a path or name)": lambda v: isinstance(v, str),
+    "non-empty text": lambda v: isinstance(v, str) and v.strip() != "",
+    "a JSON object": lambda v: isinstance(v, dict),
+}
+
+KINDS = {
+    "a positive whole number": [("model", "max_box_per_image"), ("model", "head_filters"), ("train", "batch_size"),
+                              ("train", "nb_epochs"), ("train", "train_times"), ("train", "workers"),
+                              ("valid", "valid_times"), ("valid", "max_detections")],
+    "a whole number (0 turns it off)": [("model", "head_layers"), ("train", "unfreeze_after"), ("train", "burn_in"),
+                                      ("train", "early_stopping_patience"), ("valid", "map_every")],
+    "a whole number of at least 0": [("train", "prediction_images"), ("train", "warmup_images"), ("train", "seed")],
+    "a positive number": [("train", "learning_rate"), ("train", "unfreeze_learning_rate_factor")],
+    "a number of at least 0": [("train", "object_scale"), ("train", "no_object_scale"), ("train", "coord_scale"),
+                             ("train", "class_scale"), ("train", "weight_decay"), ("train", "momentum"),
+                             ("train", "hue")],
+    "a number from 0 to 1": [("train", "ignore_threshold"), ("train", "jitter"), ("valid", "score_threshold"),
+                           ("valid", "nms_threshold")],
+    "a number of at least 1": [("train", "saturation"), ("train", "exposure")],
+    "true or false": [("train", "flip")],
+    "non-empty text": [("model", "backend"), ("train", "runs_dir")],
+    "text (a path or name)": [("model", "backend_weights"), ("train", "voc_dir"), ("train", "train_split"),
+             ("train", "train_image_folder"), ("train", "train_annot_folder"), ("train", "demo_dataset"),
+             ("train", "pretrained_weights"), ("train", "saved_weights_name"), ("train", "run_name"),
+             ("valid", "valid_image_folder"), ("valid", "valid_annot_folder"), ("valid", "valid_split")],
+    "a JSON object": [("model", "backend_options")],
+}  # fmt: skip
 
 CHOICES = {
     ("model", "input_channels"): (3, 1),
@@ -93,32 +163,30 @@ CHOICES = {
     ("train", "lr_schedule"): ("constant", "cosine", "steps"),
 }
 
-POSITIVE = [
-    ("train", "batch_size"), ("train", "learning_rate"), ("train", "nb_epochs"), ("train", "train_times"),
-    ("valid", "valid_times"), ("model", "max_box_per_image"), ("model", "head_filters"),
-]  # fmt: skip
 
-
-class ConfigError(ValueError):
-    pass
-
-
-def as_hw(input_size):
-    """input_size is an int (square) or [height, width]; both multiples of 32."""
-    h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-    if h % 32 or w % 32 or h <= 0 or w <= 0:
-        raise ValueError(f"input_size must be a positive multiple of 32, got {input_size}")
-    return int(h), int(w)
+def as_hw(input_size, source="model.input_size"):
+    """input_size is an int (square) or [height, width]; both positive multiples of 32."""
+    sizes = [input_size] if _whole(input_size) else input_size
+    if not (isinstance(sizes, list | tuple) and len(sizes) in (1, 2) and (len(sizes) == 1) == _whole(input_size)
+            and all(_whole(s) and s > 0 and s % 32 == 0 for s in sizes)):  # fmt: skip
+        raise ConfigError(f"{source} must be a positive multiple of 32 (or [height, width]), got {input_size!r}")
+    return (int(sizes[0]), int(sizes[-1]))
 
 
 def load_config(path):
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:
             raw = json.load(f)
     except FileNotFoundError:
         raise ConfigError(f"Config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder, not a config file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): save it as UTF-8 JSON") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON: line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a config file") from None
     return build_config(raw, source=path)
 
 
@@ -138,6 +206,9 @@ def build_config(raw, source="config"):
                 new = ALIASES[(section, key)]
                 print(f"Note: {source}: '{section}.{key}' is read as '{section}.{new}'.")
                 key = new
+            if (section, key) in IGNORED:
+                print(f"Note: {source}: '{section}.{key}' ({IGNORED[(section, key)]}) has no effect here.")
+                continue
             if key not in DEFAULTS[section]:
                 _unknown(source, key, section, DEFAULTS[section])
             config[section][key] = value
@@ -153,69 +224,136 @@ def _unknown(source, key, section, known):
 
 
 def validate(config, source="config"):
-    model = config["model"]
-    size = model["input_size"]
-    sizes = [size] if isinstance(size, int) else size
-    if not (
-        isinstance(sizes, list)
-        and len(sizes) == (1 if isinstance(size, int) else 2)
-        and all(isinstance(s, int) and s > 0 and s % 32 == 0 for s in sizes)
-    ):
-        raise ConfigError(f"{source}: model.input_size must be a multiple of 32 (or [height, width]), got {size}")
-    anchors = model["anchors"]
-    if not anchors or len(anchors) % 2 or not all(isinstance(a, (int, float)) and a > 0 for a in anchors):
-        raise ConfigError(f"{source}: model.anchors must be positive width, height pairs in grid units, got {anchors}")
-    labels = model["labels"]
-    if not labels or not all(isinstance(label, str) for label in labels):
-        raise ConfigError(f"{source}: model.labels must be a non-empty list of class names")
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"{source}: model.labels has duplicates: {labels}")
-    for section, key in POSITIVE:
-        value = config[section][key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            raise ConfigError(f"{source}: {section}.{key} must be a positive number, got {value!r}")
-    freeze = model["freeze_backend"]
-    if not (
-        isinstance(freeze, bool)
-        or (isinstance(freeze, int) and freeze >= 0)
-        or (isinstance(freeze, list) and all(isinstance(p, str) for p in freeze))
-    ):
-        raise ConfigError(
-            f"{source}: model.freeze_backend must be true, false, a number of layers, or a list of layer names "
-            f'/ patterns (e.g. ["conv_1", "conv_2*"]), got {freeze!r}'
-        )
-    for section, key in (("valid", "map_every"), ("train", "unfreeze_after"), ("model", "head_layers")):
-        value = config[section][key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"{source}: {section}.{key} must be a whole number (0 turns it off), got {value!r}")
+    validate_model(config["model"], source)
+    for kind, keys in KINDS.items():
+        for section, key in keys:
+            if section != "model" and not CHECKS[kind](config[section][key]):
+                raise ConfigError(f"{source}: {section}.{key} must be {kind}, got {config[section][key]!r}")
     for (section, key), allowed in CHOICES.items():
-        if config[section][key] not in allowed:
+        if section != "model" and config[section][key] not in allowed:
             raise ConfigError(f"{source}: {section}.{key} must be one of {allowed}, got {config[section][key]!r}")
+    warmup = config["train"]["warmup_epochs"]
+    if warmup is not None and not (_number(warmup) and warmup >= 0):
+        raise ConfigError(f"{source}: train.warmup_epochs must be a number of at least 0 (or absent), got {warmup!r}")
+
+
+def validate_model(model, source="config"):
+    """Checks the model keys present in `model`: a config's model section, or the arguments given to YOLO()."""
+
+    def check(key, ok, expected):
+        if key in model and not ok(model[key]):
+            raise ConfigError(f"{source}: model.{key} must be {expected}, got {model[key]!r}")
+
+    if "input_size" in model:
+        as_hw(model["input_size"], f"{source}: model.input_size")
+    check("anchors", lambda a: isinstance(a, list | tuple) and a and len(a) % 2 == 0
+          and all(_number(v) and v > 0 for v in a), "positive width, height pairs in grid units")  # fmt: skip
+    check("labels", lambda labels: isinstance(labels, list | tuple) and labels
+          and all(isinstance(label, str) and label.strip() for label in labels), "a non-empty list of class names")  # fmt: skip
+    if "labels" in model and len(set(model["labels"])) != len(model["labels"]):
+        raise ConfigError(f"{source}: model.labels has duplicates: {model['labels']}")
+    check("freeze_backend", lambda f: isinstance(f, bool) or (_whole(f) and f >= 0)
+          or (isinstance(f, list) and all(isinstance(p, str) for p in f)),
+          'true, false, a number of layers, or a list of layer names / patterns (e.g. ["conv_1", "conv_2*"])')  # fmt: skip
+    for kind, keys in KINDS.items():
+        for section, key in keys:
+            if section == "model":
+                check(key, CHECKS[kind], kind)
+    for (section, key), allowed in CHOICES.items():
+        if section == "model":
+            check(key, lambda v, allowed=allowed: v in allowed, f"one of {allowed}")
 
 
 def apply_overrides(config, args):
     """Command-line flags win over the file. Returns a new, validated config."""
     config = copy.deepcopy(config)
-    mapping = {
-        "epochs": ("train", "nb_epochs"),
-        "batch_size": ("train", "batch_size"),
-        "learning_rate": ("train", "learning_rate"),
-        "input_size": ("model", "input_size"),
-        "backend": ("model", "backend"),
-        "optimizer": ("train", "optimizer"),
-        "workers": ("train", "workers"),
-        "name": ("train", "run_name"),
-        "pretrained_weights": ("train", "pretrained_weights"),
-        "freeze_backend": ("model", "freeze_backend"),
-    }
-    for arg, (section, key) in mapping.items():
-        value = getattr(args, arg, None)
-        if value is not None:
-            config[section][key] = value
+    for section, flags in FLAGS.items():
+        for flag, key in flags.items():
+            value = getattr(args, flag, None)
+            if value is not None:
+                config[section][key] = value
     validate(config, "command line")
     return config
 
 
-def save_config(config, path):
-    with open(path, "w") as f:
-        json.dump(config, f, indent=2)
+# main.py's flags, by the section of the key each one sets: {section: {flag: key}}
+FLAGS = {
+    "model": {"input_size": "input_size", "backend": "backend", "freeze_backend": "freeze_backend"},
+    "train": {"epochs": "nb_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
+              "optimizer": "optimizer", "workers": "workers", "name": "run_name",
+              "pretrained_weights": "pretrained_weights"},
+    "valid": {"score_threshold": "score_threshold", "nms_threshold": "nms_threshold"},
+}  # fmt: skip
+
+
+# === Arguments per consumer ===
+
+
+def detector_args(config, n_train_images=None):
+    """YOLO(**detector_args(config)): the detector the model section describes, with the loss's settings
+    (`n_train_images` turns keras-yolo2's warmup_epochs into images)."""
+    model = config["model"]
+    return {
+        "backend": model["backend"],
+        "input_size": model["input_size"],
+        "labels": model["labels"],
+        "max_box_per_image": model["max_box_per_image"],
+        "anchors": model["anchors"],
+        "freeze_backend": model["freeze_backend"],
+        "backend_weights": model["backend_weights"],
+        "backend_options": model["backend_options"],
+        "input_channels": model["input_channels"],
+        "head_layers": model["head_layers"],
+        "head_filters": model["head_filters"],
+        "loss_options": loss_args(config, n_train_images),
+    }
+
+
+def loss_args(config, n_train_images=None):
+    """YoloLoss(anchors, **loss_args(config)). keras-yolo2's warmup_epochs, when set, is turned into images
+    (it needs the training set's size)."""
+    train = config["train"]
+    warmup_images = train["warmup_images"]
+    if train["warmup_epochs"] is not None and n_train_images is not None:
+        warmup_images = int(train["warmup_epochs"] * train["train_times"] * n_train_images)
+    return {
+        "object_scale": train["object_scale"],
+        "no_object_scale": train["no_object_scale"],
+        "coord_scale": train["coord_scale"],
+        "class_scale": train["class_scale"],
+        "ignore_threshold": train["ignore_threshold"],
+        "warmup_images": warmup_images,
+    }
+
+
+def augmentation_args(config):
+    """preprocessing.augment(..., **augmentation_args(config)): darknet's jitter, flip and HSV distortion."""
+    return {key: config["train"][key] for key in ("jitter", "flip", "hue", "saturation", "exposure")}
+
+
+def generator_args(config, split):
+    """BatchGenerator(instances, layout, **generator_args(config, "train" | "valid"))."""
+    train = config["train"]
+    common = {"batch_size": train["batch_size"], "workers": train["workers"], "seed": train["seed"]}
+    if split == "train":
+        return {**common, "times": train["train_times"], "augmentation": augmentation_args(config), "shuffle": True,
+                "count_seen": True}  # fmt: skip
+    return {**common, "times": config["valid"]["valid_times"], "augmentation": None, "shuffle": False,
+            "count_seen": False}  # fmt: skip
+
+
+def detection_args(config, score_threshold=None):
+    """YOLO.detect(images, **detection_args(config)); `score_threshold` overrides the config's (the AP floor)."""
+    valid = config["valid"]
+    return {
+        "score_threshold": valid["score_threshold"] if score_threshold is None else score_threshold,
+        "nms_threshold": valid["nms_threshold"],
+        "max_detections": valid["max_detections"],
+    }
+
+
+def optimizer_args(config):
+    """training.make_optimizer(total_steps, **optimizer_args(config))."""
+    train = config["train"]
+    keys = ("optimizer", "learning_rate", "lr_schedule", "burn_in", "momentum", "weight_decay")
+    return {key: train[key] for key in keys}

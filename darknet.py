@@ -15,15 +15,16 @@ import os
 
 import numpy as np
 
-from backends import save_backend_weights
-from frontend import YOLO, save_weights_atomic
+from errors import UserError
+from frontend import YOLO
+from weight_files import atomic_write, save_backend_weights, save_detector
 
 SECTION_TYPES = ("net", "network", "convolutional", "maxpool", "route", "reorg", "region")
 # normalize_cpu: (x - mean) / (sqrt(variance) + .000001f), epsilon outside the square root.
 DARKNET_BN_EPSILON = 1e-6
 
 
-class DarknetError(ValueError):
+class DarknetError(UserError):
     """A cfg / weights problem, reported without a traceback."""
 
 
@@ -222,10 +223,10 @@ def convert(cfg_path, weights_path, out_dir="weights", labels=None, backend_only
     save_backend_weights(yolo.backend_model, result["backend"], not_pretrained=backend_missing)
     if not missing and not backend_only:
         result["detector"] = os.path.join(out_dir, f"{stem}.weights.h5")
-        save_weights_atomic(yolo.model, result["detector"], yolo.metadata())
+        save_detector(yolo, result["detector"])
         result["config"] = os.path.join(out_dir, f"{stem}.json")
         model = {"backend": layout["backend"], "backend_options": layout["backend_options"],
                  "input_size": layout["input_size"], "anchors": layout["anchors"], "labels": labels}  # fmt: skip
-        with open(result["config"], "w") as f:
+        with atomic_write(result["config"]) as tmp, open(tmp, "w") as f:
             json.dump({"model": model}, f, indent=2)
     return result

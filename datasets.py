@@ -5,18 +5,19 @@ import os
 import numpy as np
 
 from demo_data import ensure_demo_dataset
-from preprocessing import ParseReport, check_label_counts, parse_annotation
+from errors import UserError
+from preprocessing import ParseReport, parse_annotation
 
 VOC2012_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 DEMO_COMMAND = "python main.py --config configs/demo.json"
 
 
-class DatasetNotFound(Exception):
-    """Raised with a message meant for the user, printed without a traceback."""
+class DatasetError(UserError):
+    """A dataset that is not where the config says, or holds nothing to train on."""
 
 
 def _missing(what, path, hint):
-    return DatasetNotFound(
+    return DatasetError(
         f"{what} not found: {os.path.abspath(path)}\n{hint}\n"
         f"To try the tool without downloading anything, run the embedded demo:\n  {DEMO_COMMAND}"
     )
@@ -77,29 +78,40 @@ def label_counts(instances):
     return counts
 
 
+def check_label_counts(labels, seen_labels, where):
+    """A configured label that never occurs means a typo or the wrong dataset: stop early."""
+    missing = [label for label in labels if seen_labels.get(label, 0) == 0]
+    if missing:
+        counts = "\n".join(f"  {label}: {seen_labels.get(label, 0)}" for label in labels)
+        raise DatasetError(
+            f"{where}: no annotations for label(s) {missing}. Objects per configured label:\n{counts}\n"
+            f"Labels present in the data: {sorted(seen_labels) or 'none'}"
+        )
+
+
 def load_datasets(config):
     """-> (train instances, validation instances, reports) for a full config dict."""
     train, valid, labels = config["train"], config["valid"], config["model"]["labels"]
-    if train.get("demo_dataset"):
+    if train["demo_dataset"]:
         ensure_demo_dataset(train["demo_dataset"])
     reports = {"train": ParseReport(), "valid": ParseReport()}
-    if train.get("train_annot_folder"):
+    if train["train_annot_folder"]:
         train_set = load_folders(train["train_image_folder"], train["train_annot_folder"], labels, reports["train"])
         valid_set = []
-        if valid.get("valid_annot_folder"):
+        if valid["valid_annot_folder"]:
             valid_set = load_folders(valid["valid_image_folder"], valid["valid_annot_folder"], labels, reports["valid"])
-    elif train.get("voc_dir"):
-        train_set = load_voc2012(train["voc_dir"], train.get("train_split", "train"), labels, reports["train"])
-        valid_set = load_voc2012(train["voc_dir"], valid.get("valid_split", "val"), labels, reports["valid"])
+    elif train["voc_dir"]:
+        train_set = load_voc2012(train["voc_dir"], train["train_split"], labels, reports["train"])
+        valid_set = load_voc2012(train["voc_dir"], valid["valid_split"], labels, reports["valid"])
     else:
-        raise DatasetNotFound(
+        raise DatasetError(
             "No dataset configured: set train.voc_dir (VOC2012 layout) or "
             f"train.train_image_folder and train.train_annot_folder.\nDemo: {DEMO_COMMAND}"
         )
     if not train_set:
-        raise DatasetNotFound(f"No usable training images with labels {labels}.\n{reports['train'].summary()}")
+        raise DatasetError(f"No usable training images with labels {labels}.\n{reports['train'].summary()}")
     check_label_counts(labels, label_counts(train_set), "training set")
     if not valid_set:
-        train_set, valid_set = split_train_valid(train_set, seed=config["train"].get("seed", 0))
+        train_set, valid_set = split_train_valid(train_set, seed=train["seed"])
         print(f"No validation set configured: using a seeded 80/20 split ({len(train_set)} / {len(valid_set)} images).")
     return train_set, valid_set, reports

@@ -12,6 +12,8 @@ import urllib.request
 
 from tqdm import tqdm
 
+from errors import UserError
+
 DARKNET_RAW = "https://raw.githubusercontent.com/pjreddie/darknet/master"
 PJREDDIE = "https://pjreddie.com/media/files"
 
@@ -35,7 +37,7 @@ DARKNET_WEIGHTS = {
 CHUNK = 1 << 20
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     """A failed or corrupt download, reported without a traceback; partial files are kept for resuming."""
 
 

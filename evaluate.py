@@ -1,15 +1,8 @@
 """Evaluation: detections on an annotated set -> per-class VOC and COCO AP, a table, JSON, PR curves.
 
 Detections come from this project's detector run over the validation set (`evaluate_model`, the
-`MapEvaluation` callback) or from any model's detections file (`evaluate_file`); both are scored by
-`evaluate_detections`.
-
-Detections file (what `predict --json` writes, what `evaluate --detections` reads): a JSON list of
-    {"image": "2008_000008.jpg", "label": "horse", "score": 0.91,
-     "xmin": 53.0, "ymin": 87.0, "xmax": 471.0, "ymax": 420.0}
-one record per detection, in pixels of the original image and in the VOC convention (1-based,
-inclusive, the same numbers as the annotation XML). Images are matched to annotations by file name
-without extension; "image_id" is accepted for "image".
+`MapEvaluation` callback) or from any model's detections file (`evaluate_file`, the format in
+detections.py); both are scored by `evaluate_detections`.
 """
 
 import json
@@ -18,41 +11,40 @@ import os
 
 import keras
 import numpy as np
-from tqdm import tqdm
 
+from config import detection_args
 from datasets import load_datasets
-from frontend import to_records
+from detections import NO_DETECTIONS, detect_files, image_key, load_detections_file, records_to_detections
+from errors import UserError
+from images import IMAGE_EXTENSIONS
 from metrics import COCO_IOU_THRESHOLDS, average_precision, coco_average_precision
-from preprocessing import IMAGE_EXTENSIONS, ParseReport, clip_objects, decode_image, parse_voc_xml
+from preprocessing import ParseReport, clip_objects, parse_voc_xml
+from utils import corners_to_voc
+from weight_files import atomic_write
 
 METRICS = {"voc": "VOC2010+ all-point", "voc07": "VOC2007 11-point"}
-RECORD_KEYS = ("label", "score", "xmin", "ymin", "xmax", "ymax")
+# darknet's validation threshold: AP needs the whole precision-recall curve, not only confident boxes
+AP_SCORE_FLOOR = 0.005
+VOC_IOU_THRESHOLD = 0.5  # a detection matches an object it overlaps by more than this (the VOC devkit's)
 
 
-class EvaluationError(Exception):
-    """Bad input to an evaluation (missing files, malformed detections), reported without a traceback."""
+class EvaluationError(UserError):
+    """Bad input to an evaluation (a missing annotations folder or image list)."""
 
 
-def predict_instances(yolo, instances, batch_size=8, obj_thresh=0.005, nms_thresh=0.45, progress=True):
-    """-> per instance (boxes in original pixels, scores, class ids). Unreadable images give no boxes.
-
-    The low score threshold is darknet's for validation: AP needs the whole precision-recall curve.
-    """
-    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
-    results = []
-    batches = range(0, len(instances), batch_size)
-    for start in tqdm(batches, desc="detect", unit="batch", disable=None if progress else True, leave=False):
-        images = [decode_image(instance["filename"]) for instance in instances[start : start + batch_size]]
-        found = iter(yolo.detect([im for im in images if im is not None], obj_thresh, nms_thresh))
-        results.extend(empty if im is None else next(found) for im in images)
-    return results
+def predict_instances(yolo, instances, config, progress=True):
+    """-> per instance (boxes in original pixels, scores, class ids) at the AP score floor, with the
+    config's NMS. Unreadable images give no boxes."""
+    paths = [instance["filename"] for instance in instances]
+    found = detect_files(yolo, paths, detection_args(config, AP_SCORE_FLOOR), progress=progress)
+    return [NO_DETECTIONS if detection is None else detection for _, _, detection in found]
 
 
-def evaluate_detections(instances, detections, labels, metric="voc", iou_thresh=0.5, score_thresh=0.3):
+def evaluate_detections(instances, detections, labels, metric, score_threshold, iou_threshold=VOC_IOU_THRESHOLD):
     """Per-class AP of `detections` (aligned with `instances`: boxes in continuous pixel corners, scores,
     class ids) against the instances' VOC objects.
 
-    Returns {"classes": {label: {ap, n_gt, n_det, precision/recall at score_thresh, coco AP}},
+    Returns {"classes": {label: {ap, n_gt, n_det, precision/recall at score_threshold, coco AP}},
     "map": mean VOC AP over classes with objects, "coco": {map, ap50, ap75}, and the settings}.
     """
     per_class = {}
@@ -62,22 +54,22 @@ def evaluate_detections(instances, detections, labels, metric="voc", iou_thresh=
             objects = [o for o in instance["object"] if o["name"] == label]
             gt = np.array([[o["xmin"], o["ymin"], o["xmax"], o["ymax"]] for o in objects], np.float64).reshape(-1, 4)
             ground_truth[image_id] = (gt, np.array([o["difficult"] for o in objects], bool))
-            for box, score in zip(boxes[class_ids == cls], scores[class_ids == cls]):
-                # continuous 0-based corners -> VOC's 1-based inclusive pixels
-                dets.append((image_id, float(score), np.asarray(box, np.float64) + [1, 1, 0, 0]))
-        result = average_precision(dets, ground_truth, iou_thresh, metric)
-        n_at = int(np.sum(result["scores"] >= score_thresh))
+            mine = class_ids == cls
+            for box, score in zip(corners_to_voc(boxes[mine]), scores[mine]):
+                dets.append((image_id, float(score), box))
+        result = average_precision(dets, ground_truth, iou_threshold, metric)
+        n_at = int(np.sum(result["scores"] >= score_threshold))
         result["n_det"] = len(dets)
-        result["precision_at_thresh"] = float(result["precision"][n_at - 1]) if n_at else 0.0
-        result["recall_at_thresh"] = float(result["recall"][n_at - 1]) if n_at else 0.0
+        result["precision_at_threshold"] = float(result["precision"][n_at - 1]) if n_at else 0.0
+        result["recall_at_threshold"] = float(result["recall"][n_at - 1]) if n_at else 0.0
         result["coco_ap"] = coco_average_precision(dets, ground_truth)
         per_class[label] = result
     scored = [r for r in per_class.values() if r["n_gt"] > 0]
     coco = np.array([r["coco_ap"] for r in scored]).reshape(-1, len(COCO_IOU_THRESHOLDS))
     return {
         "metric": metric,
-        "iou_thresh": iou_thresh,
-        "score_thresh": score_thresh,
+        "iou_threshold": iou_threshold,
+        "score_threshold": score_threshold,
         "classes": per_class,
         "map": _mean([r["ap"] for r in scored]),
         "coco": {"map": _mean(coco), "ap50": _mean(coco[:, 0]), "ap75": _mean(coco[:, 5])},
@@ -90,7 +82,7 @@ def _mean(values):
 
 
 def format_table(results):
-    thresh, iou = results["score_thresh"], results["iou_thresh"]
+    thresh, iou = results["score_threshold"], results["iou_threshold"]
     ap_name = f"AP@{iou:g}" + ("/07" if results["metric"] == "voc07" else "")
     head = (
         f"{'class':<16}{ap_name:>10}{'objects':>9}{'dets':>7}{f'P@{thresh:g}':>8}{f'R@{thresh:g}':>8}{'AP.5:.95':>10}"
@@ -99,7 +91,7 @@ def format_table(results):
     for label, r in results["classes"].items():
         ap = "-" if r["n_gt"] == 0 else f"{r['ap']:.4f}"
         coco = "-" if r["n_gt"] == 0 else f"{np.mean(r['coco_ap']):.4f}"
-        p, rc = r["precision_at_thresh"], r["recall_at_thresh"]
+        p, rc = r["precision_at_threshold"], r["recall_at_threshold"]
         lines.append(f"{label:<16}{ap:>10}{r['n_gt']:>9}{r['n_det']:>7}{p:>8.3f}{rc:>8.3f}{coco:>10}")
     coco = results["coco"]
     lines.append(f"{'mean':<16}{results['map']:>10.4f}{'':>32}{coco['map']:>10.4f}")
@@ -119,8 +111,8 @@ def results_summary(results):
             "ap": number(r["ap"]),
             "n_gt": r["n_gt"],
             "n_det": r["n_det"],
-            "precision_at_thresh": number(r["precision_at_thresh"]),
-            "recall_at_thresh": number(r["recall_at_thresh"]),
+            "precision_at_threshold": number(r["precision_at_threshold"]),
+            "recall_at_threshold": number(r["recall_at_threshold"]),
             "coco_ap": number(np.mean(r["coco_ap"])) if r["n_gt"] else None,
             "coco_ap50": number(r["coco_ap"][0]) if r["n_gt"] else None,
             "coco_ap75": number(r["coco_ap"][5]) if r["n_gt"] else None,
@@ -129,8 +121,8 @@ def results_summary(results):
     }
     return {
         "metric": METRICS[results["metric"]],
-        "iou_thresh": results["iou_thresh"],
-        "score_thresh": results["score_thresh"],
+        "iou_threshold": results["iou_threshold"],
+        "score_threshold": results["score_threshold"],
         "map": number(results["map"]),
         "coco": {k: number(v) for k, v in results["coco"].items()},
         "classes": classes,
@@ -153,9 +145,9 @@ def plot_pr_curves(results, out_dir):
         for axis in (ax, all_ax):
             # the curve starts at precision 1 before the first detection, like the interpolated AP
             axis.plot(np.r_[0, r["recall"]], np.r_[1, r["precision"]], label=f"{label} (AP {r['ap']:.3f})")
-        ax.set_title(f"{label}: AP@{results['iou_thresh']:g} = {r['ap']:.4f}, {r['n_gt']} objects")
+        ax.set_title(f"{label}: AP@{results['iou_threshold']:g} = {r['ap']:.4f}, {r['n_gt']} objects")
         paths.append(_finish_pr_figure(plt, fig, ax, os.path.join(out_dir, f"pr_{_safe(label)}.png")))
-    all_ax.set_title(f"mAP@{results['iou_thresh']:g} = {results['map']:.4f}")
+    all_ax.set_title(f"mAP@{results['iou_threshold']:g} = {results['map']:.4f}")
     paths.append(_finish_pr_figure(plt, all_fig, all_ax, os.path.join(out_dir, "pr_all.png")))
     return paths
 
@@ -181,30 +173,29 @@ def write_evaluation(results, out_dir):
     """results.json and pr_curves/ in `out_dir`; returns the JSON path."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, "results.json")
-    with open(path, "w") as f:
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
         json.dump(results_summary(results), f, indent=2)
     plot_pr_curves(results, os.path.join(out_dir, "pr_curves"))
     return path
 
 
-def evaluate_model(yolo, config, out_dir, metric="voc", score_thresh=None, nms_thresh=0.45):
+def evaluate_model(yolo, config, out_dir, metric):
     """`main.py evaluate -w`: a detector with its weights loaded, on the config's validation set."""
     _, valid_set, _ = load_datasets(config)
-    score_thresh = config["valid"]["score_threshold"] if score_thresh is None else score_thresh
     print(f"Evaluating on {len(valid_set)} validation images.")
-    detections = predict_instances(yolo, valid_set, nms_thresh=nms_thresh)
-    return report_evaluation(valid_set, detections, yolo.labels, out_dir, metric, score_thresh)
+    detections = predict_instances(yolo, valid_set, config)
+    return report_evaluation(valid_set, detections, yolo.labels, out_dir, metric, config["valid"]["score_threshold"])
 
 
-def report_evaluation(instances, detections, labels, out_dir, metric, score_thresh):
-    results = evaluate_detections(instances, detections, labels, metric, score_thresh=score_thresh)
+def report_evaluation(instances, detections, labels, out_dir, metric, score_threshold):
+    results = evaluate_detections(instances, detections, labels, metric, score_threshold)
     print(format_table(results))
     path = write_evaluation(results, out_dir)
     print(f"Results: {path}\nPrecision-recall curves: {os.path.join(out_dir, 'pr_curves')}")
     return results
 
 
-def evaluate_file(detections_path, ann_dir, images=None, out_dir=".", metric="voc", score_thresh=0.3, labels=None):
+def evaluate_file(detections_path, ann_dir, images, out_dir, metric, score_threshold, labels=None):
     """`main.py evaluate --detections`: any model's detections against a VOC Annotations folder."""
     instances, report = load_ground_truth(ann_dir, images)
     if report.skipped_files or report.clipped_boxes:
@@ -218,11 +209,7 @@ def evaluate_file(detections_path, ann_dir, images=None, out_dir=".", metric="vo
         print(f"Note: {sum(unmatched.values())} detections on {len(unmatched)} images without annotations "
               f"were not scored ({shown}{', ...' if len(unmatched) > 5 else ''}).")  # fmt: skip
     print(f"Scoring {len(records)} detections on {len(instances)} annotated images, {len(labels)} classes.")
-    return report_evaluation(instances, detections, labels, out_dir, metric, score_thresh)
-
-
-def image_key(name):
-    return os.path.splitext(os.path.basename(str(name)))[0]
+    return report_evaluation(instances, detections, labels, out_dir, metric, score_threshold)
 
 
 def load_ground_truth(ann_dir, images=None):
@@ -260,59 +247,6 @@ def load_ground_truth(ann_dir, images=None):
     return instances, report
 
 
-def load_detections_file(path):
-    """Reads and checks a detections JSON file -> list of records (see the module docstring)."""
-    try:
-        with open(path) as f:
-            records = json.load(f)
-    except FileNotFoundError:
-        raise EvaluationError(f"Detections file not found: {path}") from None
-    except json.JSONDecodeError as e:
-        raise EvaluationError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(records, list):
-        raise EvaluationError(f"{path}: expected a JSON list of detection records, got {type(records).__name__}")
-    for k, record in enumerate(records):
-        if not isinstance(record, dict):
-            raise EvaluationError(f"{path}: record {k} is not an object: {record!r}")
-        if "image" not in record and "image_id" in record:
-            record["image"] = record["image_id"]
-        missing = [key for key in ("image",) + RECORD_KEYS if key not in record]
-        if missing:
-            raise EvaluationError(f"{path}: record {k} lacks {', '.join(missing)}: {record!r}")
-        try:
-            for key in RECORD_KEYS[1:]:
-                record[key] = float(record[key])
-        except (TypeError, ValueError):
-            raise EvaluationError(f"{path}: record {k} has a non-numeric score or coordinate: {record!r}") from None
-        record["label"] = str(record["label"])
-    return records
-
-
-def records_to_detections(records, instances, labels):
-    """Detection records -> per-instance (continuous pixel corners, scores, class ids), and the count of
-    records per image that has no annotation."""
-    index = {instance["image"]: i for i, instance in enumerate(instances)}
-    class_of = {label: c for c, label in enumerate(labels)}
-    per_image = [[] for _ in instances]
-    unmatched = {}
-    for r in records:
-        key = image_key(r["image"])
-        if key not in index:
-            unmatched[key] = unmatched.get(key, 0) + 1
-        elif r["label"] in class_of:
-            per_image[index[key]].append((r["xmin"] - 1, r["ymin"] - 1, r["xmax"], r["ymax"], r["score"], class_of[r["label"]]))  # fmt: skip
-    detections = []
-    for rows in per_image:
-        rows = np.array(rows, np.float64).reshape(-1, 6)
-        detections.append((rows[:, :4], rows[:, 4], rows[:, 5].astype(np.int64)))
-    return detections, unmatched
-
-
-def detection_records(image_name, detection, labels):
-    """One image's detections (continuous corners, scores, class ids) as detections-file records."""
-    return [{"image": image_name, **record} for record in to_records(detection, labels)]
-
-
 class MapEvaluation(keras.callbacks.Callback):
     """Validation mAP@0.5 every `every` epochs (and on the first and last epoch of each fit) as
     logs["val_map50"], so the progress bar, CSV log, TensorBoard and the best-by-mAP checkpoint see it.
@@ -321,11 +255,10 @@ class MapEvaluation(keras.callbacks.Callback):
     writes as NA and TensorBoard skips.
     """
 
-    def __init__(self, yolo, instances, every=5, score_thresh=0.3):
+    def __init__(self, yolo, instances, config):
         super().__init__()
-        self.yolo, self.instances = yolo, instances
-        self.every = int(every)
-        self.score_thresh = score_thresh
+        self.yolo, self.instances, self.config = yolo, instances, config
+        self.every = config["valid"]["map_every"]
         self.first_epoch = None
 
     def on_train_begin(self, logs=None):
@@ -338,6 +271,7 @@ class MapEvaluation(keras.callbacks.Callback):
         last = epoch + 1 == self.params.get("epochs")
         if logs is None or not (epoch == self.first_epoch or last or (epoch + 1) % self.every == 0):
             return
-        detections = predict_instances(self.yolo, self.instances)
-        results = evaluate_detections(self.instances, detections, self.yolo.labels, score_thresh=self.score_thresh)
+        detections = predict_instances(self.yolo, self.instances, self.config)
+        score_threshold = self.config["valid"]["score_threshold"]
+        results = evaluate_detections(self.instances, detections, self.yolo.labels, "voc", score_threshold)
         logs["val_map50"] = results["map"]

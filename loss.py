@@ -16,7 +16,7 @@ here is the function whose gradient is that delta, so training matches darknet:
 * objectness of every other prediction: noobject_scale * (0 - sigmoid(to)),
   set to zero when the predicted box overlaps some ground-truth box of the
   image by more than `thresh` -> 0.5 * noobject_scale * sigmoid(to)^2;
-* while `seen` < 12800 images, the coordinates of every unassigned prediction
+* while `seen` < warmup_images (darknet: 12800), the coordinates of every unassigned prediction
   are pulled toward its anchor at the cell centre (tx, ty = 0.5, tw, th = 0)
   with scale .01.
 
@@ -25,6 +25,9 @@ the batch and divides the learning rate by it).
 """
 
 from keras import ops
+
+# region_layer.c's fixed scale .01 for the warm-up pull toward the anchor priors
+PRIOR_SCALE = 0.01
 
 
 def box_iou_xywh(a, b):
@@ -49,26 +52,16 @@ class YoloLoss:
     """
 
     def __init__(
-        self,
-        anchors,
-        object_scale=5.0,
-        no_object_scale=1.0,
-        coord_scale=1.0,
-        class_scale=1.0,
-        ignore_thresh=0.6,
-        warmup_images=12800,
-        prior_scale=0.01,
-        rescore=True,
+        self, anchors, object_scale, no_object_scale, coord_scale, class_scale, ignore_threshold, warmup_images
     ):
+        """The settings come from config.loss_args; the defaults there are yolov2-voc.cfg's."""
         self.anchors = [float(a) for a in anchors]
         self.object_scale = object_scale
         self.no_object_scale = no_object_scale
         self.coord_scale = coord_scale
         self.class_scale = class_scale
-        self.ignore_thresh = ignore_thresh
+        self.ignore_threshold = ignore_threshold
         self.warmup_images = warmup_images
-        self.prior_scale = prior_scale
-        self.rescore = rescore
 
     def __call__(self, y_true, y_pred, true_boxes, seen):
         y_true = ops.cast(y_true, "float32")
@@ -98,13 +91,12 @@ class YoloLoss:
 
         # Objectness of assigned predictions: toward the IoU they reach (rescore).
         iou = ops.stop_gradient(box_iou_xywh(pred_box, true_box))
-        obj_target = iou if self.rescore else ops.ones_like(iou)
-        obj = 0.5 * self.object_scale * obj_mask * ops.square(obj_target - pred_conf)
+        obj = 0.5 * self.object_scale * obj_mask * ops.square(iou - pred_conf)
 
         # Every other prediction: no-object unless it already overlaps a true box by > thresh.
         all_ious = box_iou_xywh(ops.expand_dims(pred_box, 4), ops.cast(true_boxes, "float32"))
         best_iou = ops.stop_gradient(ops.max(all_ious, axis=-1))
-        noobj_mask = (1.0 - obj_mask) * ops.cast(best_iou <= self.ignore_thresh, "float32")
+        noobj_mask = (1.0 - obj_mask) * ops.cast(best_iou <= self.ignore_threshold, "float32")
         noobj = 0.5 * self.no_object_scale * noobj_mask * ops.square(pred_conf)
 
         # delta_region_class with softmax: cross-entropy on the class logits.
@@ -115,7 +107,7 @@ class YoloLoss:
         warm = ops.cast(ops.cast(seen, "float32") < self.warmup_images, "float32")
         warm = ops.reshape(warm, (-1, 1, 1, 1)) * (1.0 - obj_mask)
         prior_err = ops.sum(ops.square(0.5 - pred_offset), -1) + ops.sum(ops.square(pred_twh), -1)
-        prior = 0.5 * self.prior_scale * warm * prior_err
+        prior = 0.5 * PRIOR_SCALE * warm * prior_err
 
         terms = {
             "coord": coord + prior,

@@ -56,8 +56,8 @@ def parse_args(argv):
         "--output",
         help="output folder (default: <run>/evaluation or <run>/predict beside the weights, else a new runs/ folder)",
     )
-    use.add_argument("--threshold", type=float, help="score threshold (default: valid.score_threshold)")
-    use.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (default: 0.45)")
+    use.add_argument("--score_threshold", "--threshold", type=float, help="score threshold (valid.score_threshold)")
+    use.add_argument("--nms_threshold", "--nms", type=float, help="NMS IoU threshold (valid.nms_threshold)")
     use.add_argument("--metric", choices=["voc", "voc07"], default="voc", help="voc: all-point AP; voc07: 11-point")
     use.add_argument("--detections", help="evaluate: a detections JSON file from any model, instead of -w")
     use.add_argument("--annotations", help="evaluate --detections: the VOC Annotations folder")
@@ -91,13 +91,16 @@ def fail(message, code=2):
 
 
 def resolve_config(args):
-    from config import apply_overrides, load_config
+    from config import DEFAULTS, apply_overrides, build_config, load_config
     from training import latest_run_dir
 
+    if args.command == "evaluate" and args.detections:  # scores a file: no detector, so no config file needed
+        return apply_overrides(build_config({}), args), None
     if args.resume:
         run_dir = args.resume
         if run_dir == "latest":
-            runs_dir = load_config(args.config)["train"]["runs_dir"] if os.path.exists(args.config) else "runs"
+            runs_dir = load_config(args.config)["train"]["runs_dir"] if os.path.exists(args.config) else None
+            runs_dir = runs_dir or DEFAULTS["train"]["runs_dir"]
             run_dir = latest_run_dir(runs_dir)
             if run_dir is None:
                 fail(f"--resume: no interrupted run (a folder with resume.h5) under {runs_dir}/")
@@ -124,7 +127,7 @@ def output_dir(args, config, name):
     run_dir = weights_run_dir(args.weights) if args.weights else None
     if run_dir:
         return os.path.join(run_dir, name)
-    return new_run_dir(config["train"]["runs_dir"] if config else "runs", name)
+    return new_run_dir(config["train"]["runs_dir"], name)
 
 
 def load_detector(args, config):
@@ -133,10 +136,7 @@ def load_detector(args, config):
     if not args.weights:
         fail(f"{args.command} needs detector weights: -w runs/<run>/best.weights.h5")
     yolo = YOLO.from_config(config, load_pretrained=False)
-    try:
-        yolo.load_weights(args.weights)
-    except (FileNotFoundError, ValueError) as e:
-        fail(str(e))
+    yolo.load_weights(args.weights)
     return yolo
 
 
@@ -146,17 +146,17 @@ def evaluate_command(args, config):
     if args.detections:
         if not args.annotations:
             fail("evaluate --detections also needs --annotations <VOC Annotations folder>")
-        out = output_dir(args, None, "evaluation")
-        thresh = 0.3 if args.threshold is None else args.threshold
-        return evaluate_file(args.detections, args.annotations, args.images, out, args.metric, thresh)
+        out = output_dir(args, config, "evaluation")
+        threshold = config["valid"]["score_threshold"]
+        return evaluate_file(args.detections, args.annotations, args.images, out, args.metric, threshold)
     if not args.weights:
         fail("evaluate needs -w <detector weights> (or --detections <file> --annotations <folder>)")
     yolo = load_detector(args, config)
-    out = output_dir(args, config, "evaluation")
-    return evaluate_model(yolo, config, out, args.metric, args.threshold, args.nms)
+    return evaluate_model(yolo, config, output_dir(args, config, "evaluation"), args.metric)
 
 
 def predict_command(args, config):
+    from config import detection_args
     from predict import run_prediction
 
     if not args.input:
@@ -164,8 +164,7 @@ def predict_command(args, config):
     yolo = load_detector(args, config)
     out = output_dir(args, config, "predict")
     json_path = (args.json or os.path.join(out, "detections.json")) if args.json is not None else None
-    threshold = config["valid"]["score_threshold"] if args.threshold is None else args.threshold
-    return run_prediction(yolo, args.input, out, threshold, args.nms, json_path, args.max_frames)
+    return run_prediction(yolo, args.input, out, detection_args(config), json_path, args.max_frames)
 
 
 def anchors_command(args, config):
@@ -177,23 +176,20 @@ def anchors_command(args, config):
     train_set, _, _ = load_datasets(config)
     shapes = instance_shapes(train_set)
     k = args.num_anchors or len(config["model"]["anchors"]) // 2
-    try:
-        anchors, iou = find_anchors(shapes, k)
-    except ValueError as e:
-        fail(str(e))
+    anchors, iou = find_anchors(shapes, k)
     h, w = as_hw(config["model"]["input_size"])
     values = to_grid_units(anchors, (h // 32, w // 32))
     print(f"{k} anchors for {w}x{h} input ({w // 32}x{h // 32} grid), from {len(shapes)} boxes:")
     print(json.dumps(values))
     print(f"average IoU with the best anchor: {iou:.4f}")
     if args.write:
-        with open(args.config) as f:
+        from weight_files import atomic_write
+
+        with open(args.config, encoding="utf-8-sig") as f:
             raw = json.load(f)
         raw.setdefault("model", {})["anchors"] = values
-        tmp = args.config + ".tmp"
-        with open(tmp, "w") as f:
+        with atomic_write(args.config) as tmp, open(tmp, "w") as f:
             json.dump(raw, f, indent=2)
-        os.replace(tmp, args.config)
         print(f"Written to {args.config} (model.anchors).")
     return {"anchors": values, "average_iou": iou}
 
@@ -244,14 +240,19 @@ def weights_command(args, config):
 
 
 def backends_command(args, config):
-    from backends.report import backend_rows, format_rows
+    from backends.report import backend_rows, format_rows, read_speeds
     from config import as_hw
+    from weight_files import atomic_write
 
     input_hw, channels = as_hw(config["model"]["input_size"]), config["model"]["input_channels"]
     speeds_file = os.path.join(config["train"]["runs_dir"], "backend_speeds.json")
-    rows = backend_rows(input_hw, channels, bench=args.bench, speeds_file=speeds_file)
+    speeds = read_speeds(speeds_file)
+    rows = backend_rows(input_hw, channels, bench=args.bench, speeds=speeds)
     print(format_rows(rows, input_hw, channels))
     if args.bench:
+        os.makedirs(config["train"]["runs_dir"], exist_ok=True)
+        with atomic_write(speeds_file) as tmp, open(tmp, "w") as f:
+            json.dump(speeds, f, indent=1, sort_keys=True)
         print(f"Speeds (forward pass, batch 8, this machine) stored in {speeds_file}")
     else:
         print("img/s: python main.py backends --bench measures the forward pass (batch 8) on this machine")
@@ -260,13 +261,8 @@ def backends_command(args, config):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from config import ConfigError
-    from darknet import DarknetError
-    from datasets import DatasetNotFound
-    from downloads import DownloadError
-    from evaluate import EvaluationError
-    from predict import PredictionError
-    from training import TrainingError, run_training
+    from errors import UserError
+    from training import run_training
 
     try:
         if args.config is None:
@@ -275,17 +271,13 @@ def main(argv=None):
             args.config = os.path.join(run_dir, "config.json") if run_dir else "config.json"
         if args.what and args.command != "weights":
             fail(f"unexpected argument(s) {' '.join(args.what)!r} for {args.command}")
-        if args.command == "evaluate" and args.detections:
-            return evaluate_command(args, None)
         config, run_dir = resolve_config(args)
         commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command,
                     "convert": convert_command, "weights": weights_command, "backends": backends_command}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args, config)
         return run_training(config, run_dir, verbose=args.verbose)
-    except (ConfigError, DatasetNotFound, EvaluationError, PredictionError, DarknetError, DownloadError) as e:
-        fail(str(e))
-    except TrainingError as e:
+    except UserError as e:
         fail(str(e), e.exit_code)
 
 

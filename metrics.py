@@ -44,7 +44,7 @@ def voc07_ap(recall, precision):
     return float(np.mean(points))
 
 
-def match_detections(detections, ground_truth, iou_thresh=0.5):
+def match_detections(detections, ground_truth, iou_threshold=0.5):
     """VOC devkit matching for one class -> (scores, tp, fp) sorted by score, number of non-difficult objects.
 
     Each detection goes to the object it overlaps most. Highest-scoring detections claim objects
@@ -62,7 +62,7 @@ def match_detections(detections, ground_truth, iou_thresh=0.5):
             continue
         ious = pixel_iou(np.asarray(box)[None], gt_boxes)[0]
         best = int(np.argmax(ious))
-        if ious[best] < iou_thresh:
+        if ious[best] < iou_threshold:
             fp[k] = 1
         elif difficult[best]:
             continue
@@ -75,9 +75,9 @@ def match_detections(detections, ground_truth, iou_thresh=0.5):
     return scores, tp, fp, n_pos
 
 
-def average_precision(detections, ground_truth, iou_thresh=0.5, method="voc"):
+def average_precision(detections, ground_truth, iou_threshold=0.5, method="voc"):
     """-> dict(ap, n_gt, scores, recall, precision) for one class; method "voc" (all-point) or "voc07"."""
-    scores, tp, fp, n_pos = match_detections(detections, ground_truth, iou_thresh)
+    scores, tp, fp, n_pos = match_detections(detections, ground_truth, iou_threshold)
     ctp, cfp = np.cumsum(tp), np.cumsum(fp)
     recall = ctp / max(n_pos, 1)
     precision = ctp / np.maximum(ctp + cfp, np.finfo(np.float64).eps)

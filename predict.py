@@ -11,14 +11,16 @@ import sys
 import cv2
 from tqdm import tqdm
 
-from evaluate import detection_records
-from preprocessing import IMAGE_EXTENSIONS, decode_image
+from detections import detect_files, detection_records
+from errors import UserError
+from images import IMAGE_EXTENSIONS
 from utils import draw_boxes
+from weight_files import atomic_write
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 
 
-class PredictionError(Exception):
+class PredictionError(UserError):
     """Bad prediction input, reported without a traceback."""
 
 
@@ -44,16 +46,16 @@ def has_display():
     return sys.platform in ("win32", "darwin") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def run_prediction(yolo, source, out_dir, threshold=0.3, nms=0.45, json_path=None, max_frames=None, show=None):
-    """Predicts on `source`, writes the drawn results into `out_dir` (and the records to `json_path`)."""
+def run_prediction(yolo, source, out_dir, detection_args, json_path=None, max_frames=None, show=None):
+    """Predicts on `source`, writes the drawn results into `out_dir` (and the records to `json_path`).
+    detection_args: config.detection_args (thresholds and the cap on detections per image)."""
     kind = input_kind(source)
     os.makedirs(out_dir, exist_ok=True)
-    settings = {"threshold": threshold, "nms": nms}
     if kind in ("image", "folder"):
         paths = [source] if kind == "image" else image_files(source)
         if not paths:
             raise PredictionError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) in {source}")
-        records = predict_images(yolo, paths, out_dir, **settings)
+        records = predict_images(yolo, paths, out_dir, detection_args)
     else:
         capture = cv2.VideoCapture(int(source) if kind == "webcam" else source)
         if not capture.isOpened():
@@ -62,12 +64,12 @@ def run_prediction(yolo, source, out_dir, threshold=0.3, nms=0.45, json_path=Non
         name = f"webcam{source}" if kind == "webcam" else os.path.basename(source)
         show = has_display() if show is None and kind == "webcam" else bool(show)
         try:
-            records = predict_stream(yolo, capture, name, out_dir, live=kind == "webcam", show=show,
-                                     max_frames=max_frames, **settings)  # fmt: skip
+            records = predict_stream(yolo, capture, name, out_dir, detection_args, live=kind == "webcam", show=show,
+                                     max_frames=max_frames)  # fmt: skip
         finally:
             capture.release()
     if json_path:
-        with open(json_path, "w") as f:
+        with atomic_write(json_path) as tmp, open(tmp, "w") as f:
             json.dump(records, f, indent=1)
         print(f"Detections ({len(records)}): {json_path}")
     print(f"Output: {out_dir}")
@@ -78,17 +80,16 @@ def image_files(folder):
     return sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
 
 
-def predict_images(yolo, paths, out_dir, threshold=0.3, nms=0.45, batch_size=8):
+def predict_images(yolo, paths, out_dir, detection_args):
     """Each image drawn into out_dir/<name>.jpg; unreadable files are skipped and reported."""
     records, unreadable = [], []
-    for start in tqdm(range(0, len(paths), batch_size), desc="predict", unit="batch", disable=len(paths) <= 1):
-        batch = [(path, decode_image(path)) for path in paths[start : start + batch_size]]
-        unreadable += [path for path, image in batch if image is None]
-        batch = [(path, image) for path, image in batch if image is not None]
-        for (path, image), detection in zip(batch, yolo.detect([image for _, image in batch], threshold, nms)):
-            name = os.path.basename(path)
-            write_image(draw_boxes(image, *detection, yolo.labels), os.path.join(out_dir, name))
-            records += detection_records(name, detection, yolo.labels)
+    for path, image, detection in detect_files(yolo, paths, detection_args, desc="predict", progress=len(paths) > 1):
+        if image is None:
+            unreadable.append(path)
+            continue
+        name = os.path.basename(path)
+        write_image(draw_boxes(image, *detection, yolo.labels), os.path.join(out_dir, name))
+        records += detection_records(name, detection, yolo.labels)
     if unreadable:
         print(f"Skipped {len(unreadable)} unreadable image(s): {', '.join(unreadable[:5])}")
     print(f"{len(records)} detections in {len(paths) - len(unreadable)} image(s).")
@@ -99,7 +100,7 @@ def write_image(rgb, path):
     cv2.imwrite(os.path.splitext(path)[0] + ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
-def predict_stream(yolo, capture, name, out_dir, threshold=0.3, nms=0.45, live=False, show=False, max_frames=None):
+def predict_stream(yolo, capture, name, out_dir, detection_args, live=False, show=False, max_frames=None):
     """Frames from an OpenCV capture. A video file becomes out_dir/<name>.mp4 with the boxes drawn; a
     live camera is shown in a window (q or Esc stops) or, without a display, written as numbered JPEGs.
     Records carry the frame number."""
@@ -119,7 +120,7 @@ def predict_stream(yolo, capture, name, out_dir, threshold=0.3, nms=0.45, live=F
             if not ok:
                 break
             image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            detection = yolo.detect([image], threshold, nms)[0]
+            detection = yolo.detect([image], **detection_args)[0]
             drawn = cv2.cvtColor(draw_boxes(image, *detection, yolo.labels), cv2.COLOR_RGB2BGR)
             records += [{**r, "frame": frame_number} for r in detection_records(name, detection, yolo.labels)]
             if not live:

@@ -1,13 +1,13 @@
-"""Data: VOC XML parsing, image decoding, darknet-style augmentation, target encoding, batching.
+"""Data: VOC XML parsing, darknet-style augmentation, target encoding, batching.
 
-Each stage is its own function (decode_image, augment / resize_for_network,
-encode_targets) so a faster pipeline can replace one without the others.
-Boxes travel as float arrays (N, 4) of xmin, ymin, xmax, ymax.
+Each stage is its own function (parse_voc_xml, augment / resize_for_network, encode_targets) so a
+faster pipeline can replace one without the others; images are read through images.py. Boxes travel
+as float arrays (N, 4) of xmin, ymin, xmax, ymax: VOC pixels in the parsed objects, continuous
+corners from instance_boxes on (utils.voc_to_corners), normalised to 0..1 after the warp.
 """
 
 import math
 import os
-import sys
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -17,7 +17,8 @@ import cv2
 import keras
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+from images import IMAGE_EXTENSIONS, decode_image, to_channels
+from utils import shape_iou, voc_to_corners
 
 
 @dataclass
@@ -162,91 +163,11 @@ def parse_annotation(ann_dir, img_dir, labels=(), ann_files=None, report=None):
     return instances, dict(seen)
 
 
-def check_label_counts(labels, seen_labels, where):
-    """A configured label that never occurs means a typo or the wrong dataset: stop early."""
-    missing = [label for label in labels if seen_labels.get(label, 0) == 0]
-    if missing:
-        counts = "\n".join(f"  {label}: {seen_labels.get(label, 0)}" for label in labels)
-        raise ValueError(
-            f"{where}: no annotations for label(s) {missing}. Objects per configured label:\n{counts}\n"
-            f"Labels present in the data: {sorted(seen_labels) or 'none'}"
-        )
-
-
-def decode_image(path):
-    """-> RGB uint8 (H, W, 3), or None when the file is unreadable.
-
-    OpenCV's colour decoding (which applies EXIF orientation) replicates gray into three channels,
-    drops an alpha channel, as darknet's loader does, and keeps the top 8 bits of 16-bit pixels;
-    PNG headers are read to say so once per kind.
-    """
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        return None
-    # headers are read until both notices were given
-    if path.lower().endswith(".png") and not {"16-bit", "alpha"} <= _notices:
-        _note_png_conversions(path)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-PNG_ALPHA_TYPES = (4, 6)  # IHDR colour types gray + alpha, RGB + alpha
-_notices = set()
-
-
-def notice_once(kind, message):
-    """One line on stderr the first time a kind of conversion happens in this process: a dataset of
-    thousands of RGBA files gets one line, not thousands."""
-    if kind not in _notices:
-        _notices.add(kind)
-        print(f"Note: {message} (further such images are converted without a note)", file=sys.stderr, flush=True)
-
-
-def _note_png_conversions(path):
-    with open(path, "rb") as f:
-        header = f.read(26)
-    if len(header) < 26 or not header.startswith(PNG_SIGNATURE):
-        return
-    bit_depth, colour_type = header[24], header[25]
-    if bit_depth == 16:
-        notice_once("16-bit", f"{path} has 16-bit pixels; they are scaled to 8 bits (value / 256)")
-    if colour_type in PNG_ALPHA_TYPES:
-        notice_once("alpha", f"{path} has an alpha channel; it is dropped (transparent pixels keep their colour)")
-
-
-def to_rgb_uint8(image, source="image"):
-    """An image array as decode_image returns one: gray (H, W) or (H, W, 1) replicated, RGBA without
-    alpha, 16-bit scaled to 8 bits (these two with a notice)."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise ValueError(f"{source}: expected an RGB image (H, W, 3), got an array of shape {image.shape}")
-    if image.shape[2] == 4:
-        notice_once("alpha", f"{source} has an alpha channel; it is dropped (transparent pixels keep their colour)")
-        image = image[..., :3]
-    if image.dtype == np.uint16:
-        notice_once("16-bit", f"{source} has 16-bit pixels; they are scaled to 8 bits (value / 256)")
-        image = (image >> 8).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise ValueError(f"{source}: expected uint8 (0-255) or uint16 pixels, got {image.dtype}")
-    return np.ascontiguousarray(image)
-
-
-def to_channels(image, channels):
-    """RGB (H, W, 3) -> what a detector with `channels` input channels takes: itself, or gray (H, W, 1)."""
-    if channels == 3:
-        return image
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None]
-
-
 def instance_boxes(instance, train=True):
     """Boxes (N, 4) in continuous pixel coords and class names; difficult objects left out when training."""
     objects = [o for o in instance["object"] if not (train and o["difficult"])]
-    boxes = np.array([[o["xmin"] - 1, o["ymin"] - 1, o["xmax"], o["ymax"]] for o in objects], np.float32)
-    return boxes.reshape(-1, 4), [o["name"] for o in objects]
+    boxes = voc_to_corners([[o["xmin"], o["ymin"], o["xmax"], o["ymax"]] for o in objects], np.float32)
+    return boxes, [o["name"] for o in objects]
 
 
 def _warp(image, boxes, matrix, out_hw):
@@ -267,14 +188,15 @@ def resize_for_network(image, boxes, out_hw):
     return _warp(image, boxes, matrix, out_hw)
 
 
-def network_input(image, input_hw, channels=3):
+def network_input(image, input_hw, channels):
     """An RGB image resized for the network exactly as validation images are (gray for channels=1)."""
     return to_channels(resize_for_network(image, np.zeros((0, 4), np.float32), input_hw)[0], channels)
 
 
-def augment(image, boxes, out_hw, rng, jitter=0.2, flip=True, hue=0.1, saturation=1.5, exposure=1.5):
+def augment(image, boxes, out_hw, rng, jitter, flip, hue, saturation, exposure):
     """darknet's load_data_region: random crop/pad of up to `jitter` of each side (scale, translation
-    and aspect change), resize, horizontal flip, then random_distort_image in HSV.
+    and aspect change), resize, horizontal flip, then random_distort_image in HSV (the settings:
+    config.augmentation_args).
 
     Returns the image and boxes normalised to 0..1; boxes squeezed below 0.1% of a side are dropped
     by the caller's keep mask.
@@ -310,10 +232,8 @@ def distort_hsv(image, dhue, dsat, dexp):
 
 def best_anchor(box_w, box_h, anchors):
     """bias_match: the anchor whose shape (both centred at the origin) has the best IoU with the box."""
-    anchors = np.asarray(anchors, np.float32).reshape(-1, 2)
-    inter = np.minimum(box_w, anchors[:, 0]) * np.minimum(box_h, anchors[:, 1])
-    union = box_w * box_h + anchors[:, 0] * anchors[:, 1] - inter
-    return int(np.argmax(inter / union))
+    box = np.array([[box_w, box_h]], np.float32)
+    return int(np.argmax(shape_iou(box, np.asarray(anchors, np.float32).reshape(-1, 2))[0]))
 
 
 def encode_targets(boxes, class_ids, grid_hw, anchors, nb_class, max_box_per_image):
@@ -340,23 +260,40 @@ def encode_targets(boxes, class_ids, grid_hw, anchors, nb_class, max_box_per_ima
     return y_grid, true_boxes
 
 
+@dataclass(frozen=True)
+class TargetLayout:
+    """What a detector takes and is trained against: the shapes BatchGenerator produces for it."""
+
+    labels: list
+    input_hw: tuple
+    grid_hw: tuple
+    anchors: list
+    max_box_per_image: int
+    channels: int
+
+    @classmethod
+    def of(cls, yolo):
+        return cls(yolo.labels, (yolo.input_h, yolo.input_w), (yolo.grid_h, yolo.grid_w), yolo.anchors,
+                   yolo.max_box_per_image, yolo.input_channels)  # fmt: skip
+
+
 class BatchGenerator(keras.utils.PyDataset):
     """Batches ({"input_image": uint8, "true_boxes"}, {"grid", "seen"}) for YoloTrainingModel.
 
     `seen` (images shown before this batch, darknet's net.seen) drives the loss's warm-up.
     Each batch has exactly batch_size images (the last one wraps around) so compiled steps
     keep one shape. Unreadable images are skipped, counted and replaced by another image.
+    The settings come from config.generator_args; `augmentation` None means a plain resize.
     """
 
-    def __init__(
-        self, instances, config, augment_images=True, shuffle=True, times=1, seed=0, count_seen=True, **kwargs
-    ):
-        super().__init__(**kwargs)
+    def __init__(self, instances, layout, batch_size, augmentation, shuffle, times, seed, count_seen, workers):
+        super().__init__(workers=workers)
         if not instances:
             raise ValueError("BatchGenerator needs at least one image")
         self.instances = instances
-        self.config = config
-        self.augment_images = augment_images
+        self.layout = layout
+        self.batch_size = batch_size
+        self.augmentation = augmentation
         self.shuffle = shuffle
         self.times = max(1, int(times))
         self.seed = seed
@@ -364,11 +301,11 @@ class BatchGenerator(keras.utils.PyDataset):
         self.count_seen = count_seen
         self.epoch = 0
         self.bad_images = set()
-        self.label_index = {label: i for i, label in enumerate(config["labels"])}
+        self.label_index = {label: i for i, label in enumerate(layout.labels)}
         self._order = self._make_order()
 
     def __len__(self):
-        return math.ceil(len(self.instances) * self.times / self.config["batch_size"])
+        return math.ceil(len(self.instances) * self.times / self.batch_size)
 
     def _make_order(self):
         order = np.tile(np.arange(len(self.instances)), self.times)
@@ -402,28 +339,27 @@ class BatchGenerator(keras.utils.PyDataset):
         boxes = boxes * np.array(
             [image.shape[1] / instance["width"], image.shape[0] / instance["height"]] * 2, np.float32
         )
-        out_hw = self.config["input_hw"]
-        if self.augment_images:
-            image, boxes = augment(image, boxes, out_hw, rng, **self.config.get("augmentation", {}))
+        out_hw = self.layout.input_hw
+        if self.augmentation is not None:
+            image, boxes = augment(image, boxes, out_hw, rng, **self.augmentation)
         else:
             image, boxes = resize_for_network(image, boxes, out_hw)
         keep = ((boxes[:, 2] - boxes[:, 0]) > 0.001) & ((boxes[:, 3] - boxes[:, 1]) > 0.001)
         class_ids = [self.label_index[n] for n, k in zip(names, keep) if k]
-        return to_channels(image, self.config.get("channels", 3)), boxes[keep], class_ids
+        return to_channels(image, self.layout.channels), boxes[keep], class_ids
 
     def __getitem__(self, idx):
-        cfg = self.config
-        batch_size = cfg["batch_size"]
+        layout, batch_size = self.layout, self.batch_size
         rng = np.random.default_rng((self.seed, self.epoch, idx))
-        h, w = cfg["input_hw"]
-        images = np.zeros((batch_size, h, w, cfg.get("channels", 3)), np.uint8)
-        grids = np.zeros((batch_size, *cfg["grid_hw"], len(cfg["anchors"]) // 2, 5 + len(cfg["labels"])), np.float32)
-        true_boxes = np.zeros((batch_size, 1, 1, 1, cfg["max_box_per_image"], 4), np.float32)
+        images = np.zeros((batch_size, *layout.input_hw, layout.channels), np.uint8)
+        nb_box, nb_class = len(layout.anchors) // 2, len(layout.labels)
+        grids = np.zeros((batch_size, *layout.grid_hw, nb_box, 5 + nb_class), np.float32)
+        true_boxes = np.zeros((batch_size, 1, 1, 1, layout.max_box_per_image, 4), np.float32)
         for b in range(batch_size):
             index = int(self._order[(idx * batch_size + b) % len(self._order)])
             images[b], boxes, class_ids = self.load(index, rng)
             grids[b], true_boxes[b, 0, 0, 0] = encode_targets(
-                boxes, class_ids, cfg["grid_hw"], cfg["anchors"], len(cfg["labels"]), cfg["max_box_per_image"]
+                boxes, class_ids, layout.grid_hw, layout.anchors, nb_class, layout.max_box_per_image
             )
         seen_before = (self.epoch * len(self) + idx) * batch_size if self.count_seen else np.finfo(np.float32).max
         seen = np.full((batch_size,), seen_before, np.float32)

@@ -15,17 +15,19 @@ import h5py
 import keras
 from keras import ops
 
+from config import generator_args, optimizer_args
 from datasets import load_datasets
+from errors import UserError
 from evaluate import MapEvaluation, predict_instances, report_evaluation
-from frontend import FROM_SCRATCH, YOLO, save_weights_atomic
-from preprocessing import BatchGenerator, decode_image
+from frontend import YOLO
+from images import decode_image
+from preprocessing import BatchGenerator, TargetLayout
 from utils import draw_boxes
+from weight_files import FROM_SCRATCH, atomic_write, save_detector
 
 
-class TrainingError(Exception):
+class TrainingError(UserError):
     """A problem the user must fix (or an interruption), reported without a traceback."""
-
-    exit_code = 2
 
 
 class TrainingInterrupted(TrainingError):
@@ -39,8 +41,8 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     """
     train_cfg = config["train"]
     train_set, valid_set = load_data(config)
-    keras.utils.set_random_seed(int(train_cfg["seed"]))  # same config, same initial weights
-    yolo = YOLO.from_config(config, warmup_images=seen_images_schedule(train_cfg, len(train_set)))
+    keras.utils.set_random_seed(train_cfg["seed"])  # same config, same initial weights
+    yolo = YOLO.from_config(config, n_train_images=len(train_set))
     check_weights(yolo, config)
     train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set)
     initial_epoch, best = 0, None
@@ -51,11 +53,11 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     else:
         name = train_cfg["run_name"] or config["model"]["backend"].lower().replace(" ", "_")
         run_dir = new_run_dir(train_cfg["runs_dir"], name)
-        with open(os.path.join(run_dir, "config.json"), "w") as f:
+        with atomic_write(os.path.join(run_dir, "config.json")) as tmp, open(tmp, "w") as f:
             json.dump(config, f, indent=2)
     print(f"Run folder: {run_dir}")
     resuming = initial_epoch > 0
-    for first, last, frozen, lr_factor in training_stages(train_cfg, config["model"]["freeze_backend"]):
+    for first, last, frozen, lr_factor in training_stages(config):
         if initial_epoch >= last:
             continue
         if not frozen and yolo.freeze_backend:
@@ -63,7 +65,8 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
             print(f"Epoch {first + 1}: backend unfrozen, learning rate x{lr_factor:g}; {count_trainable(yolo):,} "
                   "parameters train.")  # fmt: skip
         steps = (last - first) * len(train_gen)
-        yolo.model.compile(optimizer=make_optimizer(train_cfg, steps, lr_factor, burn_in=first == 0))
+        yolo.model.compile(optimizer=make_optimizer(steps, **optimizer_args(config), lr_factor=lr_factor,
+                                                    first_stage=first == 0))  # fmt: skip
         if resuming:
             load_resume_state(os.path.join(run_dir, "resume.h5"), yolo.model)
             resuming = False
@@ -79,13 +82,14 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     return report(yolo, config, valid_set, run_dir)
 
 
-def training_stages(train_cfg, freeze_backend):
+def training_stages(config):
     """[(first epoch, end epoch, backend frozen, learning-rate factor)]: one stage, or, with
     unfreeze_after, YAD2K's retraining: the head on a frozen backend, then everything at a lower rate."""
-    epochs, after = int(train_cfg["nb_epochs"]), int(train_cfg["unfreeze_after"])
+    train_cfg, freeze_backend = config["train"], config["model"]["freeze_backend"]
+    epochs, after = train_cfg["nb_epochs"], train_cfg["unfreeze_after"]
     if not freeze_backend or not after or after >= epochs:
         return [(0, epochs, freeze_backend, 1.0)]
-    return [(0, after, True, 1.0), (after, epochs, False, float(train_cfg["unfreeze_learning_rate_factor"]))]
+    return [(0, after, True, 1.0), (after, epochs, False, train_cfg["unfreeze_learning_rate_factor"])]
 
 
 def count_trainable(yolo):
@@ -140,40 +144,26 @@ def check_weights(yolo, config):
 
 
 def make_generators(config, yolo, train_set, valid_set):
-    train_cfg = config["train"]
-    gen_cfg = {
-        "labels": yolo.labels,
-        "batch_size": train_cfg["batch_size"],
-        "input_hw": (yolo.input_h, yolo.input_w),
-        "channels": yolo.input_channels,
-        "grid_hw": (yolo.grid_h, yolo.grid_w),
-        "anchors": yolo.anchors,
-        "max_box_per_image": yolo.max_box_per_image,
-        "augmentation": {k: train_cfg[k] for k in ("jitter", "hue", "saturation", "exposure", "flip")},
-    }
-    workers = max(1, int(train_cfg["workers"]))
-    train_gen = BatchGenerator(train_set, gen_cfg, augment_images=True, shuffle=True, times=train_cfg["train_times"],
-                               seed=train_cfg["seed"], workers=workers)  # fmt: skip
-    valid_gen = BatchGenerator(valid_set, gen_cfg, augment_images=False, shuffle=False,
-                               times=config["valid"]["valid_times"], count_seen=False, workers=workers)  # fmt: skip
+    layout = TargetLayout.of(yolo)
+    train_gen = BatchGenerator(train_set, layout, **generator_args(config, "train"))
+    valid_gen = BatchGenerator(valid_set, layout, **generator_args(config, "valid"))
     return train_gen, valid_gen
 
 
 def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch):
     """mAP evaluation first: the checkpoint, CSV log and TensorBoard read the value it adds to the logs."""
-    every = config["valid"]["map_every"]
     callbacks = []
-    if every:
-        callbacks.append(MapEvaluation(yolo, valid_set, every, config["valid"]["score_threshold"]))
-        checkpoint = RunCheckpoint(run_dir, "val_map50", "max", best, yolo.metadata())
+    if config["valid"]["map_every"]:
+        callbacks.append(MapEvaluation(yolo, valid_set, config))
+        checkpoint = RunCheckpoint(yolo, run_dir, "val_map50", "max", best)
     else:
-        checkpoint = RunCheckpoint(run_dir, "val_loss", "min", best, yolo.metadata())
+        checkpoint = RunCheckpoint(yolo, run_dir, "val_loss", "min", best)
     callbacks += [
         checkpoint,
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
     ]
-    patience = int(config["train"]["early_stopping_patience"])
+    patience = config["train"]["early_stopping_patience"]
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(patience=patience, min_delta=1e-3))
     return callbacks
@@ -186,13 +176,13 @@ def report(yolo, config, valid_set, run_dir):
         yolo.load_weights(best_path)
     print("\nEvaluating the best checkpoint on the validation set:")
     # One detection pass (low threshold, as darknet's valid) serves both the AP and the drawings.
-    detections = predict_instances(yolo, valid_set)
-    score_thresh = config["valid"]["score_threshold"]
-    results = report_evaluation(valid_set, detections, yolo.labels, run_dir, "voc", score_thresh)
+    detections = predict_instances(yolo, valid_set, config)
+    score_threshold = config["valid"]["score_threshold"]
+    results = report_evaluation(valid_set, detections, yolo.labels, run_dir, "voc", score_threshold)
     curves = plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
     predictions = os.path.join(run_dir, "predictions")
     images = write_prediction_images(
-        valid_set, detections, yolo.labels, predictions, config["train"]["prediction_images"], score_thresh
+        valid_set, detections, yolo.labels, predictions, config["train"]["prediction_images"], score_threshold
     )
     saved = config["train"]["saved_weights_name"]
     if saved and os.path.exists(best_path):
@@ -210,7 +200,7 @@ def report(yolo, config, valid_set, run_dir):
 class BurnInSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """darknet's burn_in (lr * (step / burn_in)^4) followed by constant, cosine or step decay."""
 
-    def __init__(self, learning_rate, total_steps, burn_in=1000, policy="cosine", final_fraction=0.01):
+    def __init__(self, learning_rate, total_steps, burn_in, policy, final_fraction=0.01):
         self.learning_rate = learning_rate
         self.total_steps = max(int(total_steps), 1)
         self.burn_in = int(burn_in)
@@ -239,14 +229,15 @@ class BurnInSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def make_optimizer(train_cfg, total_steps, lr_factor=1.0, burn_in=True):
-    burn_in_steps = min(train_cfg["burn_in"], total_steps // 4) if burn_in else 0
-    schedule = BurnInSchedule(
-        train_cfg["learning_rate"] * lr_factor, total_steps, burn_in_steps, train_cfg["lr_schedule"]
-    )
-    if train_cfg["optimizer"] == "sgd":
+def make_optimizer(total_steps, optimizer, learning_rate, lr_schedule, burn_in, momentum, weight_decay,
+                   lr_factor=1.0, first_stage=True):  # fmt: skip
+    """The optimizer config.optimizer_args describes; the burn-in runs in the first stage only and is capped
+    at a quarter of it; later stages (unfreeze_after) train at learning_rate x lr_factor."""
+    burn_in_steps = min(burn_in, total_steps // 4) if first_stage else 0
+    schedule = BurnInSchedule(learning_rate * lr_factor, total_steps, burn_in_steps, lr_schedule)
+    if optimizer == "sgd":
         # darknet: momentum .9, decay .0005 (applied as lr * decay * w each step).
-        return keras.optimizers.SGD(schedule, momentum=train_cfg["momentum"], weight_decay=train_cfg["weight_decay"])
+        return keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=weight_decay)
     return keras.optimizers.Adam(schedule)
 
 
@@ -267,15 +258,13 @@ def latest_run_dir(runs_dir):
 
 def save_resume_state(path, model, epoch, best):
     """Model and optimizer variables plus the epoch, in one file written atomically."""
-    tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["epoch"] = epoch
         f.attrs["best"] = best
         for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
             g = f.create_group(group)
             for i, v in enumerate(variables):
                 g.create_dataset(str(i), data=ops.convert_to_numpy(v))
-    os.replace(tmp, path)
 
 
 def read_resume_epoch(path):
@@ -292,7 +281,9 @@ def load_resume_state(path, model):
         for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
             g = f[group]
             if len(g) != len(variables):
-                raise ValueError(f"{path} was written for a different model ({len(g)} vs {len(variables)} variables)")
+                raise TrainingError(
+                    f"{path} was written for a different model ({len(g)} vs {len(variables)} variables)"
+                )
             for i, v in enumerate(variables):
                 v.assign(g[str(i)][()])
 
@@ -300,20 +291,20 @@ def load_resume_state(path, model):
 class RunCheckpoint(keras.callbacks.Callback):
     """Each epoch: last.weights.h5, best.weights.h5 (by `monitor`), and resume.h5, all atomic."""
 
-    def __init__(self, run_dir, monitor="val_loss", mode="min", best=None, metadata=None):
+    def __init__(self, yolo, run_dir, monitor, mode, best=None):
         super().__init__()
+        self.yolo = yolo
         self.run_dir = run_dir
-        self.metadata = metadata  # YOLO.metadata(), recorded in the weight files
         self.monitor = monitor
         self.sign = 1.0 if mode == "min" else -1.0
         self.best = math.inf * self.sign if best is None else best
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        save_weights_atomic(self.model, os.path.join(self.run_dir, "last.weights.h5"), self.metadata)
+        save_detector(self.yolo, os.path.join(self.run_dir, "last.weights.h5"))
         if value is not None and not math.isnan(value) and self.sign * value < self.sign * self.best:
             self.best = float(value)
-            save_weights_atomic(self.model, os.path.join(self.run_dir, "best.weights.h5"), self.metadata)
+            save_detector(self.yolo, os.path.join(self.run_dir, "best.weights.h5"))
         save_resume_state(os.path.join(self.run_dir, "resume.h5"), self.model, epoch + 1, self.best)
 
 
@@ -353,24 +344,17 @@ def plot_training_curves(csv_path, png_path):
     return png_path
 
 
-def write_prediction_images(instances, detections, labels, out_dir, count=8, score_thresh=0.3):
-    """Draws the detections scoring at least `score_thresh` on the first `count` images; returns the paths."""
+def write_prediction_images(instances, detections, labels, out_dir, count, score_threshold):
+    """Draws the detections scoring at least `score_threshold` on the first `count` images; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for instance, (boxes, scores, cls) in zip(instances[:count], detections):
         image = decode_image(instance["filename"])
         if image is None:
             continue
-        shown = scores >= score_thresh
+        shown = scores >= score_threshold
         drawn = draw_boxes(image, boxes[shown], scores[shown], cls[shown], labels)
         path = os.path.join(out_dir, os.path.splitext(os.path.basename(instance["filename"]))[0] + ".jpg")
         cv2.imwrite(path, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         paths.append(path)
     return paths
-
-
-def seen_images_schedule(train_cfg, n_train_images):
-    """Images over which the loss's anchor-prior warm-up runs; keras-yolo2's warmup_epochs maps onto it."""
-    if train_cfg.get("warmup_epochs") is not None:
-        return int(train_cfg["warmup_epochs"] * train_cfg["train_times"] * n_train_images)
-    return int(train_cfg["warmup_images"])

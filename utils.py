@@ -1,7 +1,10 @@
 """Boxes, decoding of the head output, NMS, drawing (metrics live in metrics.py).
 
-Boxes are numpy arrays (N, 4) of xmin, ymin, xmax, ymax; decoding works on a whole
-batch at once (no loop over grid cells).
+Boxes are numpy arrays (N, 4) of xmin, ymin, xmax, ymax. Inside the project they are continuous
+corners (0-based, the end exclusive: a box covering pixels 0..9 is [0, 10]); at the edges (annotation
+XML, detections files, records) they follow the VOC pixel convention (1-based, inclusive: [1, 10]).
+voc_to_corners / corners_to_voc are the one place that converts. Decoding works on a whole batch at
+once (no loop over grid cells).
 """
 
 import colorsys
@@ -19,6 +22,27 @@ def softmax(x, axis=-1):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
+VOC_SHIFT = np.array([1, 1, 0, 0], np.float64)
+
+
+def voc_to_corners(boxes, dtype=np.float64):
+    """VOC pixel boxes (1-based, inclusive: the numbers an annotation XML holds) -> continuous corners."""
+    return (np.asarray(boxes, np.float64).reshape(-1, 4) - VOC_SHIFT).astype(dtype)
+
+
+def corners_to_voc(boxes, dtype=np.float64):
+    """Continuous corners -> VOC pixel boxes (1-based, inclusive), the inverse of voc_to_corners."""
+    return (np.asarray(boxes, np.float64).reshape(-1, 4) + VOC_SHIFT).astype(dtype)
+
+
+def shape_iou(wh, shapes):
+    """IoU of (N, 2) box shapes against (K, 2) shapes, all centred at the origin -> (N, K): darknet's
+    bias_match and the k-means distance of anchors.py compare boxes by shape only."""
+    inter = np.minimum(wh[:, None, 0], shapes[None, :, 0]) * np.minimum(wh[:, None, 1], shapes[None, :, 1])
+    union = (wh[:, 0] * wh[:, 1])[:, None] + (shapes[:, 0] * shapes[:, 1])[None, :] - inter
+    return inter / union
+
+
 def box_iou(a, b):
     """Pairwise IoU of corner boxes a (N, 4) and b (M, 4) -> (N, M)."""
     a, b = np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]
@@ -31,12 +55,12 @@ def box_iou(a, b):
     return inter / np.maximum(union, 1e-12)
 
 
-def decode_netout(netout, anchors, obj_thresh=0.3):
+def decode_netout(netout, anchors, score_threshold):
     """Raw head output (batch, gh, gw, nb_box, 5+C) -> per image (boxes 0..1, scores, class ids).
 
     As darknet's get_region_boxes: x = (col + sigmoid(tx)) / gw, w = anchor_w * exp(tw) / gw,
     class score = sigmoid(objectness) * softmax(classes); every (box, class) pair above
-    obj_thresh is a candidate.
+    score_threshold is a candidate.
     """
     netout = np.asarray(netout, np.float32)
     batch, gh, gw, nb_box, _ = netout.shape
@@ -51,12 +75,12 @@ def decode_netout(netout, anchors, obj_thresh=0.3):
     scores = sigmoid(netout[..., 4:5]) * softmax(netout[..., 5:])
     results = []
     for b in range(batch):
-        cell, cls = np.nonzero(scores[b].reshape(-1, scores.shape[-1]) > obj_thresh)
+        cell, cls = np.nonzero(scores[b].reshape(-1, scores.shape[-1]) > score_threshold)
         results.append((corners[b].reshape(-1, 4)[cell], scores[b].reshape(-1, scores.shape[-1])[cell, cls], cls))
     return results
 
 
-def nms(boxes, scores, class_ids, iou_thresh=0.45, max_detections=300):
+def nms(boxes, scores, class_ids, nms_threshold, max_detections):
     """Greedy per-class non-maximum suppression -> indices kept, best score first."""
     order = np.argsort(-scores, kind="stable")
     keep = []
@@ -67,19 +91,19 @@ def nms(boxes, scores, class_ids, iou_thresh=0.45, max_detections=300):
             if idx.size == 1:
                 break
             overlap = box_iou(boxes[idx[:1]], boxes[idx[1:]])[0]
-            idx = idx[1:][overlap <= iou_thresh]
+            idx = idx[1:][overlap <= nms_threshold]
     keep = np.array(sorted(keep, key=lambda i: -scores[i]), dtype=np.int64)
     return keep[:max_detections]
 
 
-def detect(netout, anchors, image_sizes, obj_thresh=0.3, nms_thresh=0.45):
+def detect(netout, anchors, image_sizes, score_threshold, nms_threshold, max_detections):
     """Decode + NMS + map to each original image's pixels (any aspect ratio; network input was a plain resize).
 
     image_sizes: [(height, width), ...]. Returns per image (boxes in pixels, scores, class ids).
     """
     results = []
-    for (boxes, scores, cls), (h, w) in zip(decode_netout(netout, anchors, obj_thresh), image_sizes):
-        keep = nms(boxes, scores, cls, nms_thresh)
+    for (boxes, scores, cls), (h, w) in zip(decode_netout(netout, anchors, score_threshold), image_sizes):
+        keep = nms(boxes, scores, cls, nms_threshold, max_detections)
         boxes = np.clip(boxes[keep] * np.array([w, h, w, h], np.float32), 0, [w, h, w, h])
         # zero-size boxes (exp(tw) underflow) are dropped
         inside = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])

@@ -10,7 +10,7 @@ weights/<name>_backend.h5 (Keras' own *_notop.h5 files have that layout), or, wi
 
 import keras
 
-from backends.common import Backend, assign_by_name, layers_with_weights, register_backend
+from backends.common import Backend, BackendError, assign_by_name, layers_with_weights, register_backend
 
 # Normalization (scale, offset, bgr) equivalent to each family's preprocess_input.
 CAFFE = (1.0, [-103.939, -116.779, -123.68], True)  # BGR, ImageNet mean subtracted
@@ -45,7 +45,7 @@ class KerasApplication(Backend):
 
     def __init__(self, weights=None):
         if weights not in (None, "imagenet"):
-            raise ValueError(f"{self.name}: backend_options weights must be 'imagenet' or absent, got {weights!r}")
+            raise BackendError(f"{self.name}: backend_options weights must be 'imagenet' or absent, got {weights!r}")
         self.weights = weights
         self.weights_built_in = "Keras' ImageNet download" if weights else None
 
@@ -82,7 +82,7 @@ class KerasApplication(Backend):
                 return pad, net
             if out[0] > h // 32:
                 break
-        raise ValueError(f"{self.name}: no padding gives a stride-32 grid for a {w}x{h} input")
+        raise BackendError(f"{self.name}: no padding gives a stride-32 grid for a {w}x{h} input")
 
 
 def _register(name, preprocessing):

@@ -1,17 +1,20 @@
-"""What every backend shares: the registry, conv-BN-leaky blocks, weight files.
+"""What every backend shares: the registry, conv-BN-leaky blocks, and putting pretrained arrays
+into a backend's layers (a gray first layer made from an RGB one included). The files those arrays
+come from are read in weight_files.py.
 
 A backend is a feature extractor: a Keras model from RGB (or gray) 0..255 images to a
 stride-32 feature map, normalising its own input. Register one with
 `@register_backend("Name")` on a subclass of `Backend`.
 """
 
+import inspect
 import os
 
-import h5py
 import keras
 import numpy as np
 
 from custom_layers import Normalization
+from errors import UserError
 
 PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIGHTS_DIR = os.path.join(PROJECT_DIR, "weights")
@@ -22,6 +25,10 @@ BACKENDS = {}
 # short run from scratch evaluates far worse than it trains; 0.97 (ultralytics' 0.03 in PyTorch
 # terms) follows within tens of steps. Pretrained statistics are loaded as they are.
 BN_MOMENTUM = 0.97
+
+
+class BackendError(UserError):
+    """An unknown backend, options it does not take, or pretrained arrays that do not fit its layers."""
 
 
 def register_backend(name):
@@ -38,8 +45,11 @@ def get_backend(name, **options):
         cls = BACKENDS[name.lower()]
     except KeyError:
         known = ", ".join(sorted(c.name for c in BACKENDS.values()))
-        raise ValueError(f"Unknown backend {name!r}. Known backends: {known}.") from None
-    return cls(**options)
+        raise BackendError(f"Unknown backend {name!r}. Known backends: {known}.") from None
+    try:
+        return cls(**options)
+    except TypeError as e:
+        raise BackendError(f"{cls.name}: model.backend_options {options} do not fit it ({e})") from None
 
 
 class Backend:
@@ -67,7 +77,7 @@ class Backend:
         model = keras.Model(image, self.features(x), name=self.model_name)
         set_batchnorm_momentum(model, BN_MOMENTUM)
         if model.output.shape[1] is None or input_shape[0] // model.output.shape[1] != 32:
-            raise ValueError(f"{self.name} backend must reduce the input 32 times, got {model.output.shape}")
+            raise BackendError(f"{self.name} backend must reduce the input 32 times, got {model.output.shape}")
         return model
 
     def normalization(self, channels=3):
@@ -76,6 +86,13 @@ class Backend:
             return self.scale, self.offset, self.bgr
         scale, offset = _per_channel(self.scale), _per_channel(self.offset)
         return float(scale.mean()), float(offset.mean()), False
+
+    def resolved_options(self):
+        """The constructor's options with their defaults filled in, less `weights` (where the weights come
+        from is not architecture): backends with equal resolved options build the same layers."""
+        parameters = inspect.signature(type(self).__init__).parameters.values()
+        named = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in ("self", "weights")]
+        return {name: getattr(self, name) for name in named}
 
     @property
     def model_name(self):
@@ -105,59 +122,6 @@ def set_batchnorm_momentum(model, momentum):
 
 def maxpool(x, stride=2):
     return keras.layers.MaxPooling2D(pool_size=2, strides=stride, padding="same")(x)
-
-
-def h5_layer_name(name):
-    """Keras 3 forbids '/' in layer names; Keras 2 files use it (fire2/squeeze1x1)."""
-    return name.replace("/", "_")
-
-
-DETECTOR_VS_BACKEND = (
-    "A backend file holds only the feature extractor (model.backend_weights, e.g. weights/full_yolo_backend.h5); "
-    "a detector file holds backend and head (train.pretrained_weights or -w, e.g. runs/NAME/best.weights.h5)."
-)
-
-
-def _text(value):
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def is_keras2_file(path):
-    """Keras 2 HDF5 weights (layer_names attribute), as opposed to Keras 3's .weights.h5 layout."""
-    with h5py.File(path, "r") as f:
-        group = f["model_weights"] if "model_weights" in f else f
-        return "layer_names" in group.attrs
-
-
-def read_keras2_weights(path):
-    """Keras 2 HDF5 weights -> ({layer name: [arrays]}, attributes).
-
-    A group normally holds one layer's weights (named like "conv1_3/kernel:0"); a nested model
-    (keras-yolo2 saved its backend as one) holds all of its layers', told apart by the weight-name
-    prefixes ("conv_1/kernel:0", "norm_1/gamma:0"). Names with
-    '/' (SqueezeNet's fire2/squeeze1x1) become '_' as Keras 3 requires.
-    """
-    try:
-        f = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 weights file ({e})") from None
-    with f:
-        group = f["model_weights"] if "model_weights" in f else f
-        if "layer_names" not in group.attrs:
-            raise ValueError(f"{path}: not a Keras 2 style weights file (no layer_names). {DETECTOR_VS_BACKEND}")
-        attrs = {"not_pretrained": [_text(n) for n in f.attrs.get("not_pretrained", [])]}
-        layers = {}
-        for name in map(_text, group.attrs["layer_names"]):
-            g = group[name]
-            names = [_text(n) for n in g.attrs.get("weight_names", [])]
-            if len({n.rsplit("/", 1)[0] for n in names}) == 1:  # one layer (its weight names may carry suffixes)
-                layers[h5_layer_name(name)] = [np.asarray(g[n]) for n in names]
-            else:  # a nested model: one layer per weight-name prefix
-                for n in names:
-                    layers.setdefault(h5_layer_name(n.rsplit("/", 1)[0]), []).append(np.asarray(g[n]))
-    return layers, attrs
 
 
 def _per_channel(value):
@@ -204,7 +168,7 @@ def assign_by_name(layers, file_layers, path, normalization=None):
                 arrays[index] = (arrays[index] - shift).astype(arrays[index].dtype)
             shift = None
         if [a.shape for a in arrays] != expected:
-            raise ValueError(
+            raise BackendError(
                 f"{path}: layer {name} has weights of shapes {[a.shape for a in arrays]} "
                 f"but the model expects {expected}."
             )
@@ -214,64 +178,6 @@ def assign_by_name(layers, file_layers, path, normalization=None):
 def _rgb_into_gray(arrays, expected):
     shape = np.shape(arrays[0])
     return len(shape) == 4 and shape[2] == 3 and expected[0] == (*shape[:2], 1, shape[3])
-
-
-def load_backend_weights(model, path, normalization=None):
-    """Loads a Keras 2 style HDF5 weights file by layer name into `model`.
-
-    That is the layout of keras-yolo2's `*_backend.h5`, Keras applications'
-    `*_notop.h5` files, and the files this project writes. Every layer of
-    `model` that has weights must be found in the file with the same shapes.
-
-    A model built for gray input takes an RGB file's first layer through gray_first_layer, given
-    the backend's RGB `normalization` (scale, offset, bgr).
-
-    Returns the names of layers the file marks as not pretrained (a converted darknet
-    prefix such as darknet19_448.conv.23 covers only the first layers).
-    """
-    layers = {h5_layer_name(layer.name): layer for layer in layers_with_weights(model)}
-    file_layers, attrs = read_keras2_weights(path)
-    if "DetectionLayer" in file_layers:
-        raise ValueError(f"{path} is a whole detector's weights, not a backend file. {DETECTOR_VS_BACKEND}")
-    _pair_auto_named(layers, file_layers)
-    missing = sorted(set(layers) - set(file_layers))
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(
-            f"{path}: does not hold weights for {len(missing)} layer(s) of the {model.name} "
-            f"model ({shown}). Is it the backend file for this backend?"
-        )
-    assign_by_name(layers, file_layers, path, normalization)
-    return attrs["not_pretrained"]
-
-
-def _pair_auto_named(layers, file_layers):
-    """Layers Keras names itself (ConvNeXt's last `layer_normalization`) get another suffix each time a
-    model is built in a process; unmatched layers on both sides are paired in order, as Keras itself
-    loads HDF5 weights, and assign_by_name still checks every shape."""
-    ours = [name for name in layers if name not in file_layers]
-    theirs = [name for name in file_layers if name not in layers]
-    if ours and len(ours) == len(theirs):
-        for mine, name in zip(ours, theirs):
-            file_layers[mine] = file_layers.pop(name)
-
-
-def save_backend_weights(model, path, not_pretrained=()):
-    """Writes `model`'s weights in the Keras 2 HDF5 layout that load_backend_weights reads;
-    `not_pretrained` names layers left as initialised (they keep training when the backend is frozen)."""
-    tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
-        layers = layers_with_weights(model)
-        f.attrs["layer_names"] = [layer.name.encode() for layer in layers]
-        f.attrs["backend"] = b"tensorflow"
-        f.attrs["not_pretrained"] = [name.encode() for name in not_pretrained]
-        for layer in layers:
-            g = f.create_group(layer.name)
-            names = [f"{layer.name}/{w.name}:0".encode() for w in layer.weights]
-            g.attrs["weight_names"] = names
-            for name, value in zip(names, layer.get_weights()):
-                g.create_dataset(name.decode(), data=value)
-    os.replace(tmp, path)
 
 
 def layers_with_weights(model):

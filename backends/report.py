@@ -41,14 +41,14 @@ def images_per_second(model, input_shape, batch=8, repeats=5):
     return batch * repeats / (time.perf_counter() - start)
 
 
-def backend_rows(input_hw, channels=3, names=None, bench=False, speeds_file=None):
+def backend_rows(input_hw, channels=3, names=None, bench=False, speeds=None):
     """One dict per backend: name, parameters, GFLOPs (backend only) at input_hw, grid, weights file, img/s.
 
-    img/s is measured with `bench` (and stored in `speeds_file`), else read from an earlier measurement
-    there for the same input shape and Keras backend.
+    img/s is measured with `bench` (and put into the `speeds` dict, which main.py stores), else taken
+    from an earlier measurement there for the same input shape and Keras backend.
     """
     input_shape = (*input_hw, channels)
-    stored = read_speeds(speeds_file)
+    stored = {} if speeds is None else speeds
     rows = []
     for key in names or sorted(BACKENDS, key=lambda k: BACKENDS[k].name):
         backend = BACKENDS[key.lower()]()
@@ -65,8 +65,6 @@ def backend_rows(input_hw, channels=3, names=None, bench=False, speeds_file=None
             "weights_present": os.path.exists(backend.default_weights_path()),
             "images_per_second": stored.get(speed_key),
         })  # fmt: skip
-    if bench and speeds_file:
-        write_speeds(speeds_file, stored)
     return rows
 
 
@@ -79,13 +77,6 @@ def read_speeds(path):
         return {}
     with open(path) as f:
         return json.load(f)
-
-
-def write_speeds(path, speeds):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(speeds, f, indent=1, sort_keys=True)
-    os.replace(path + ".tmp", path)
 
 
 def format_rows(rows, input_hw, channels=3):

@@ -1,11 +1,22 @@
+"""Shared test setup and fixtures: paths, a small demo-like dataset and config, the CLI as a
+subprocess, the loss and a batch generator with the config's defaults."""
+
+import json
 import os
+import subprocess
 import sys
 import warnings
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+SHAPES_JPG = os.path.join(ROOT, "tests", "data", "shapes.jpg")
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+# keras.applications backbones that take several seconds each to build on 2 cores: their build tests are slow
+SLOW_TO_BUILD = {"DenseNet201", "InceptionV3", "NASNetMobile"}
 
 warnings.filterwarnings("ignore", message=".*no backend weights.*")
 
@@ -14,3 +25,91 @@ def shared_path(*parts):
     """Path under ../shared, or None when it is absent (a user's fresh clone)."""
     path = os.path.join(SHARED, *parts)
     return path if os.path.exists(path) else None
+
+
+def _demo_like_config(folder, train_count=8, valid_count=4, **train):
+    """A tiny shapes dataset in `folder` and a MobileNet-0.25 config training on it -> (path, dict)."""
+    from demo_data import write_split
+
+    data = folder / "shapes"
+    if not data.exists():
+        write_split(str(data / "train"), train_count, seed=1, size=(128, 128))
+        write_split(str(data / "valid"), valid_count, seed=2, size=(128, 128))
+    config = {
+        "model": {
+            "backend": "MobileNet",
+            "backend_options": {"alpha": 0.25},
+            "input_size": 96,
+            "anchors": [1.0, 1.0, 2.0, 2.0],
+            "max_box_per_image": 6,
+            "labels": ["ellipse", "rectangle", "triangle"],
+            "freeze_backend": False,
+        },
+        "train": {
+            "train_image_folder": str(data / "train" / "images"),
+            "train_annot_folder": str(data / "train" / "annotations"),
+            "batch_size": 4,
+            "nb_epochs": 1,
+            "burn_in": 2,
+            "workers": 1,
+            "runs_dir": str(folder / "runs"),
+            "run_name": "t",
+            "prediction_images": 2,
+            **train,
+        },
+        "valid": {
+            "valid_image_folder": str(data / "valid" / "images"),
+            "valid_annot_folder": str(data / "valid" / "annotations"),
+        },
+    }
+    path = folder / "config.json"
+    path.write_text(json.dumps(config))
+    return str(path), config
+
+
+@pytest.fixture(scope="session")
+def demo_like_config():
+    """demo_like_config(folder, train_count=8, valid_count=4, **train_keys) -> (config path, config dict)."""
+    return _demo_like_config
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """run_cli(["predict", ...]) runs main.py in a fresh process -> CompletedProcess (text output)."""
+
+    def run(args, **kwargs):
+        return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                              timeout=600, **kwargs)  # fmt: skip
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def default_config():
+    from config import build_config
+
+    return build_config({})
+
+
+@pytest.fixture(scope="session")
+def make_loss(default_config):
+    """make_loss(anchors, **overrides): the YOLO loss with the config's defaults (darknet's yolov2-voc.cfg values)."""
+    from config import loss_args
+    from loss import YoloLoss
+
+    return lambda anchors, **overrides: YoloLoss(anchors, **{**loss_args(default_config), **overrides})
+
+
+@pytest.fixture(scope="session")
+def plain_batches(default_config):
+    """plain_batches(instances, yolo, batch_size, times=1): training batches (shuffled, `seen` counting up
+    so the warm-up term is on) without augmentation."""
+    from config import generator_args
+    from preprocessing import BatchGenerator, TargetLayout
+
+    def make(instances, yolo, batch_size, times=1):
+        args = {**generator_args(default_config, "train"), "batch_size": batch_size, "times": times, "workers": 1,
+                "augmentation": None}  # fmt: skip
+        return BatchGenerator(instances, TargetLayout.of(yolo), **args)
+
+    return make

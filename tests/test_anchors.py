@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 from conftest import shared_path
-from test_train import demo_like_config
 
 import main as cli
 from anchors import average_iou, find_anchors, instance_shapes, shape_iou
+from errors import UserError
 from preprocessing import parse_annotation
 
 
@@ -30,7 +30,7 @@ def test_recovers_known_clusters():
 
 
 def test_fewer_boxes_than_anchors_is_a_clear_error():
-    with pytest.raises(ValueError, match="at least 5 boxes to choose 5 anchors, the training set has 3"):
+    with pytest.raises(UserError, match="at least 5 boxes to choose 5 anchors, the training set has 3"):
         find_anchors(np.ones((3, 2)), 5)
 
 
@@ -64,7 +64,7 @@ def test_bccd_at_least_as_good_as_darknets_method():
     assert len(anchors) == 5
 
 
-def test_cli_prints_and_writes_anchors(tmp_path, capsys):
+def test_cli_prints_and_writes_anchors(tmp_path, capsys, demo_like_config):
     path, _ = demo_like_config(tmp_path, train_count=20)
     result = cli.main(["anchors", "--config", path, "-n", "3", "--write"])
     out = capsys.readouterr().out

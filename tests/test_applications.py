@@ -2,19 +2,22 @@
 family's preprocess_input, ImageNet weights from a local file."""
 
 import importlib
+import json
 import os
 
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, SLOW_TO_BUILD
 
 import main as cli
-from backends import get_backend, save_backend_weights
+from backends import get_backend
 from backends.applications import APPLICATIONS
-from backends.report import backend_rows, count_flops, format_rows
+from backends.report import backend_rows, count_flops, format_rows, read_speeds
 from custom_layers import Normalization
+from errors import UserError
 from frontend import YOLO
+from weight_files import save_backend_weights
 
 MODULES = {
     "ResNet50": "resnet50", "VGG16": "vgg16", "InceptionV3": "inception_v3", "DenseNet201": "densenet",
@@ -47,7 +50,9 @@ def test_preprocessing_equals_the_models_own(name):
 
 
 @pytest.mark.parametrize("channels", [3, 1])
-@pytest.mark.parametrize("name", list(APPLICATIONS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_TO_BUILD else n for n in APPLICATIONS]
+)
 def test_builds_a_stride_32_grid_for_a_non_square_input(name, channels):
     yolo = YOLO(name, [96, 128], ["a"], 2, [1, 1], load_pretrained=False, input_channels=channels)
     assert (yolo.grid_h, yolo.grid_w) == (3, 4)
@@ -65,7 +70,7 @@ def test_imagenet_weights_from_a_local_file(tmp_path):
     assert yolo.backend_weights == path
     for a, b in zip(source.weights, yolo.backend_model.weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    with pytest.raises(ValueError, match="weights must be 'imagenet' or absent"):
+    with pytest.raises(UserError, match="weights must be 'imagenet' or absent"):
         get_backend("VGG16", weights="places365")
 
 
@@ -81,6 +86,7 @@ def test_flops_of_tiny_yolo_by_hand():
     assert count_flops(mobilenet) > stem + 2 * 32 * 32 * (9 * 32 + 32 * 64)
 
 
+@pytest.mark.slow
 def test_backends_command_prints_the_table(capsys):
     rows = cli.main(["backends", "--config", os.path.join(ROOT, "configs", "demo.json")])
     out = capsys.readouterr().out
@@ -91,10 +97,12 @@ def test_backends_command_prints_the_table(capsys):
 
 
 def test_measured_speeds_are_stored_and_shown_for_the_same_input_shape(tmp_path):
-    speeds = str(tmp_path / "backend_speeds.json")
-    measured = backend_rows((64, 64), names=["SqueezeNet"], bench=True, speeds_file=speeds)[0]["images_per_second"]
+    speeds = {}
+    measured = backend_rows((64, 64), names=["SqueezeNet"], bench=True, speeds=speeds)[0]["images_per_second"]
     assert measured > 0
-    assert backend_rows((64, 64), names=["SqueezeNet"], speeds_file=speeds)[0]["images_per_second"] == measured
-    assert backend_rows((64, 96), names=["SqueezeNet"], speeds_file=speeds)[0]["images_per_second"] is None
-    assert backend_rows((64, 64), 1, names=["SqueezeNet"], speeds_file=speeds)[0]["images_per_second"] is None
-    assert "  -  " not in format_rows(backend_rows((64, 64), names=["SqueezeNet"], speeds_file=speeds), (64, 64))
+    (tmp_path / "speeds.json").write_text(json.dumps(speeds))  # as main.py stores them
+    speeds = read_speeds(str(tmp_path / "speeds.json"))
+    assert backend_rows((64, 64), names=["SqueezeNet"], speeds=speeds)[0]["images_per_second"] == measured
+    assert backend_rows((64, 96), names=["SqueezeNet"], speeds=speeds)[0]["images_per_second"] is None
+    assert backend_rows((64, 64), 1, names=["SqueezeNet"], speeds=speeds)[0]["images_per_second"] is None
+    assert "  -  " not in format_rows(backend_rows((64, 64), names=["SqueezeNet"], speeds=speeds), (64, 64))

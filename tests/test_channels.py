@@ -10,13 +10,14 @@ import h5py
 import keras
 import numpy as np
 import pytest
-from test_train import demo_like_config
 
 import main as cli
-from backends import Backend, get_backend, gray_first_layer, layers_with_weights, save_backend_weights
+from backends import Backend, get_backend, gray_first_layer, layers_with_weights
 from custom_layers import Normalization
-from frontend import YOLO, as_rgb, read_metadata
-from preprocessing import decode_image, to_channels, to_rgb_uint8
+from errors import UserError
+from frontend import YOLO
+from images import decode_image, read_rgb, to_channels, to_rgb_uint8
+from weight_files import read_metadata, save_backend_weights
 
 CAFFE_LIKE = ([1.0, 0.5, 2.0], [-104.0, -117.0, -124.0], True)  # per-channel scale and offset, BGR
 
@@ -103,10 +104,10 @@ def test_gray_detector_from_an_rgb_backend_file_sees_what_the_rgb_one_sees(tmp_p
 
     gray.save_weights(str(tmp_path / "gray.weights.h5"))
     assert read_metadata(str(tmp_path / "gray.weights.h5"))["input_channels"] == 1
-    with pytest.raises(ValueError, match=r"1 input channels \(this one: 3\)"):
+    with pytest.raises(UserError, match=r"1 input channels \(this one: 3\)"):
         rgb.load_weights(str(tmp_path / "gray.weights.h5"))
     # detect() turns colour images gray for it
-    records = gray.detect([np.zeros((50, 70, 3), np.uint8)], obj_thresh=0.0)
+    records = gray.detect([np.zeros((50, 70, 3), np.uint8)], score_threshold=0.0)
     assert records[0][0].shape[1] == 4
 
 
@@ -151,7 +152,7 @@ def write_png(path, array):
 
 
 def test_rgba_and_16_bit_files_are_converted_with_one_notice_each(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("preprocessing._notices", set())
+    monkeypatch.setattr("images._notices", set())
     rng = np.random.default_rng(0)
     bgra = rng.integers(0, 256, (6, 8, 4)).astype(np.uint8)
     deep = rng.integers(0, 65536, (6, 8)).astype(np.uint16)
@@ -169,22 +170,23 @@ def test_rgba_and_16_bit_files_are_converted_with_one_notice_each(tmp_path, caps
 
 
 def test_arrays_of_other_kinds_become_rgb_uint8(capsys, monkeypatch):
-    monkeypatch.setattr("preprocessing._notices", set())
+    monkeypatch.setattr("images._notices", set())
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4)
     np.testing.assert_array_equal(to_rgb_uint8(gray[..., None]), np.repeat(gray[..., None], 3, axis=2))
-    np.testing.assert_array_equal(as_rgb(gray), np.repeat(gray[..., None], 3, axis=2))
+    np.testing.assert_array_equal(read_rgb(gray), np.repeat(gray[..., None], 3, axis=2))
     np.testing.assert_array_equal(to_rgb_uint8(np.full((2, 2, 4), 7, np.uint8)), np.full((2, 2, 3), 7))
     assert to_rgb_uint8(np.full((2, 2, 3), 65535, np.uint16)).max() == 255
     assert len(capsys.readouterr().err.strip().splitlines()) == 2
-    with pytest.raises(ValueError, match="float32"):
+    with pytest.raises(UserError, match="float32"):
         to_rgb_uint8(np.zeros((2, 2, 3), np.float32))
-    with pytest.raises(ValueError, match=r"shape \(2, 2, 5\)"):
+    with pytest.raises(UserError, match=r"shape \(2, 2, 5\)"):
         to_rgb_uint8(np.zeros((2, 2, 5), np.uint8))
     assert to_channels(np.zeros((4, 5, 3), np.uint8), 1).shape == (4, 5, 1)
 
 
-def test_gray_training_run_on_rgba_and_16_bit_images(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("preprocessing._notices", set())
+@pytest.mark.slow
+def test_gray_training_run_on_rgba_and_16_bit_images(tmp_path, capsys, monkeypatch, demo_like_config):
+    monkeypatch.setattr("images._notices", set())
     path, config = demo_like_config(tmp_path, train_count=8, valid_count=4)
     for folder in ("train", "valid"):
         images = tmp_path / "shapes" / folder / "images"

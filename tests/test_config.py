@@ -49,6 +49,47 @@ def test_keras_yolo2_config_loads_unchanged(tmp_path):
     assert config["model"]["freeze_backend"] is True
 
 
+def test_keras_yolo2_debug_key_is_noted_not_kept(capsys):
+    config = build_config(KERAS_YOLO2)
+    assert "debug" not in config["train"]
+    assert "'train.debug' (keras-yolo2's debug printing) has no effect here" in capsys.readouterr().out
+
+
+def test_consumer_arguments_come_from_the_config():
+    from config import augmentation_args, detection_args, detector_args, generator_args, loss_args
+
+    config = build_config({"train": {"jitter": 0.1, "ignore_threshold": 0.5, "warmup_epochs": 2, "train_times": 3},
+                           "valid": {"nms_threshold": 0.3, "max_detections": 50}})  # fmt: skip
+    assert augmentation_args(config) == {"jitter": 0.1, "flip": True, "hue": 0.1, "saturation": 1.5, "exposure": 1.5}
+    assert loss_args(config)["ignore_threshold"] == 0.5 and loss_args(config)["warmup_images"] == 12800
+    assert loss_args(config, n_train_images=10)["warmup_images"] == 2 * 3 * 10  # keras-yolo2's warmup_epochs
+    assert detection_args(config) == {"score_threshold": 0.3, "nms_threshold": 0.3, "max_detections": 50}
+    assert detection_args(config, 0.005)["score_threshold"] == 0.005
+    assert generator_args(config, "train")["augmentation"] == augmentation_args(config)
+    assert generator_args(config, "valid")["augmentation"] is None and not generator_args(config, "valid")["shuffle"]
+    assert detector_args(config)["labels"] == config["model"]["labels"]
+
+
+def test_signature_defaults_are_the_configs():
+    """Where a signature offers a default for a tunable (the Python API), it is the config's; the internal
+    stages take theirs from config.py's consumer functions and offer none."""
+    import inspect
+
+    from frontend import YOLO
+    from loss import YoloLoss
+    from preprocessing import BatchGenerator, augment
+
+    for name, parameter in inspect.signature(YOLO).parameters.items():
+        if name in DEFAULTS["model"] and parameter.default is not inspect.Parameter.empty:
+            expected = DEFAULTS["model"][name]
+            assert parameter.default == expected or (parameter.default is None and expected == {}), name
+    for name in ("score_threshold", "nms_threshold", "max_detections"):
+        assert inspect.signature(YOLO.detect).parameters[name].default == DEFAULTS["valid"][name]
+    for function in (augment, YoloLoss, BatchGenerator):
+        defaults = [p for p in inspect.signature(function).parameters.values() if p.default is not p.empty]
+        assert defaults == [], function
+
+
 def test_readme_variant_keys_are_aliases(capsys):
     raw = json.loads(json.dumps(KERAS_YOLO2))
     raw["model"]["architecture"] = raw["model"].pop("backend")
@@ -84,7 +125,9 @@ def test_unknown_key_warns_with_suggestion():
         ({"model": {"freeze_backend": "yes"}}, "freeze_backend must be true, false, a number"),
         ({"model": {"input_channels": 4}}, r"model.input_channels must be one of \(3, 1\)"),
         ({"model": {"head_layers": 1.5}}, "head_layers must be a whole number"),
-        ({"model": {"head_filters": 0}}, "head_filters must be a positive number"),
+        ({"model": {"head_filters": 0}}, "head_filters must be a positive whole number"),
+        ({"valid": {"nms_threshold": 1.5}}, "nms_threshold must be a number from 0 to 1"),
+        ({"train": {"ignore_thresh": 2}}, "ignore_threshold must be a number from 0 to 1"),
         ([], "top level"),
     ],
 )

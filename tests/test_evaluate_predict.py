@@ -6,16 +6,18 @@ import os
 
 import cv2
 import pytest
-from test_train import demo_like_config
 
 import main as cli
-from config import load_config
+from config import detection_args, load_config
+from errors import UserError
 from frontend import YOLO
 from predict import predict_stream
 
+pytestmark = pytest.mark.slow  # every test here uses a trained run (the module fixture trains one)
+
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, demo_like_config):
     """A 2-epoch run (mAP evaluated on both) -> (run folder, config path, data folder)."""
     tmp = tmp_path_factory.mktemp("run")
     path, _ = demo_like_config(tmp, nb_epochs=2)
@@ -81,15 +83,15 @@ def test_python_api_predict(run):
     yolo.load_weights(str(run_dir / "best.weights.h5"))
     path = str(data / "valid" / "images" / "shapes_0000.jpg")
     rgb = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
-    from_path = yolo.predict(path, threshold=0.01)
-    assert from_path == yolo.predict(rgb, threshold=0.01)
+    from_path = yolo.predict(path, score_threshold=0.01)
+    assert from_path == yolo.predict(rgb, score_threshold=0.01)
     assert from_path and all(0.01 <= d["score"] <= 1 and d["label"] in yolo.labels for d in from_path)
     h, w = rgb.shape[:2]
     assert all(1 <= d["xmin"] <= d["xmax"] <= w and 1 <= d["ymin"] <= d["ymax"] <= h for d in from_path)
     assert [d["score"] for d in from_path] == sorted((d["score"] for d in from_path), reverse=True)
-    assert len(yolo.predict([rgb, rgb[:, :80]], threshold=0.01)) == 2
-    assert yolo.predict(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), threshold=0.01) is not None
-    with pytest.raises(ValueError, match="Cannot read image"):
+    assert len(yolo.predict([rgb, rgb[:, :80]], score_threshold=0.01)) == 2
+    assert yolo.predict(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), score_threshold=0.01) is not None
+    with pytest.raises(UserError, match="Cannot read image"):
         yolo.predict(str(data / "missing.jpg"))
 
 
@@ -119,7 +121,8 @@ def test_live_stream_without_display_writes_frames(run, tmp_path):
     _write_video(tmp_path / "cam.mp4", frames)
     yolo = YOLO.from_config(load_config(str(run_dir / "config.json")), load_pretrained=False)
     capture = cv2.VideoCapture(str(tmp_path / "cam.mp4"))  # stands in for a camera
-    predict_stream(yolo, capture, "webcam0", str(tmp_path / "out"), live=True, show=False, max_frames=2)
+    settings = detection_args(load_config(str(run_dir / "config.json")))
+    predict_stream(yolo, capture, "webcam0", str(tmp_path / "out"), settings, live=True, show=False, max_frames=2)
     assert sorted(os.listdir(tmp_path / "out" / "webcam0")) == ["frame_000000.jpg", "frame_000001.jpg"]
 
 
@@ -130,7 +133,7 @@ def test_live_stream_without_display_writes_frames(run, tmp_path):
         (["predict", "-w", "{w}", "-i", "{data}/nothing.png"], "Input not found"),
         (["predict", "-w", "{w}", "-i", "{data}/valid/annotations/shapes_0000.xml"], "not an image"),
         (["predict", "-w", "{w}", "-i", "9"], "Cannot open webcam 9"),
-        (["evaluate", "-w", "{data}/none.weights.h5"], "Weights file not found"),
+        (["evaluate", "-w", "{data}/none.weights.h5"], "Detector weights file not found"),
         (["evaluate", "--detections", "{data}/bad.json", "--annotations", "{data}/valid/annotations"], "record 1 lacks score"),
         (["evaluate", "--detections", "{data}/bad.json"], "needs --annotations"),
     ],

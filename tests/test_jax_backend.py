@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from loss import YoloLoss
-
 pytest.importorskip("jax")
 
 SCRIPT = r"""
@@ -19,13 +17,16 @@ import numpy as np
 warnings.filterwarnings("ignore")
 import keras
 assert keras.backend.backend() == "jax", keras.backend.backend()
+from config import build_config, generator_args, loss_args
 from evaluate import MapEvaluation
 from frontend import YOLO
 from loss import YoloLoss
-from preprocessing import BatchGenerator
+from preprocessing import BatchGenerator, TargetLayout
 
+config = build_config({"valid": {"map_every": 1}})
 inputs = np.load(sys.argv[1])
-total, terms = YoloLoss([1.0, 1.5, 2.5, 2.0])(inputs["y_true"], inputs["y_pred"], inputs["true_boxes"], inputs["seen"])
+loss = YoloLoss([1.0, 1.5, 2.5, 2.0], **loss_args(config))
+total, terms = loss(inputs["y_true"], inputs["y_pred"], inputs["true_boxes"], inputs["seen"])
 
 yolo = YOLO(backend="Tiny Yolo", input_size=128, labels=["a", "b"], max_box_per_image=4, anchors=[1, 1, 2, 2],
             load_pretrained=False, freeze_backend=False)
@@ -34,14 +35,13 @@ before = np.array(head.kernel)
 yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
 instance = {"filename": "tests/data/shapes.jpg", "width": 128, "height": 128,
             "object": [{"name": "a", "difficult": False, "xmin": 10, "ymin": 20, "xmax": 60, "ymax": 90}]}
-cfg = {"labels": ["a", "b"], "batch_size": 2, "input_hw": (128, 128), "grid_hw": (4, 4), "anchors": yolo.anchors,
-       "max_box_per_image": 4}
-history = yolo.model.fit(BatchGenerator([instance], cfg, augment_images=False), epochs=1, verbose=0,
-                         callbacks=[MapEvaluation(yolo, [instance], every=1)])
-predicted = yolo.predict("tests/data/shapes.jpg", threshold=0.0)
+args = {**generator_args(config, "train"), "batch_size": 2, "augmentation": None, "shuffle": False}
+history = yolo.model.fit(BatchGenerator([instance], TargetLayout.of(yolo), **args), epochs=1, verbose=0,
+                         callbacks=[MapEvaluation(yolo, [instance], config)])
+predicted = yolo.predict("tests/data/shapes.jpg", score_threshold=0.0)
 gray = YOLO(backend="MobileNet", input_size=64, labels=["a"], max_box_per_image=4, anchors=[1, 1],
             backend_options={"alpha": 0.25}, load_pretrained=False, input_channels=1, head_layers=1, head_filters=8)
-gray_predicted = gray.predict("tests/data/shapes.jpg", threshold=0.0)
+gray_predicted = gray.predict("tests/data/shapes.jpg", score_threshold=0.0)
 print(json.dumps({"loss": float(total), "terms": {k: float(v) for k, v in terms.items()},
                   "fit_loss": history.history["loss"][0], "map": history.history["val_map50"][0],
                   "predicted": len(predicted), "head_changed": bool(np.abs(np.array(head.kernel) - before).max() > 0),
@@ -50,7 +50,8 @@ print(json.dumps({"loss": float(total), "terms": {k: float(v) for k, v in terms.
 """
 
 
-def test_loss_and_train_step_under_jax(tmp_path):
+@pytest.mark.slow
+def test_loss_and_train_step_under_jax(tmp_path, make_loss):
     rng = np.random.default_rng(0)
     inputs = {
         "y_pred": rng.normal(size=(2, 3, 4, 2, 7)).astype(np.float32),
@@ -67,7 +68,7 @@ def test_loss_and_train_step_under_jax(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
 
-    total, terms = YoloLoss([1.0, 1.5, 2.5, 2.0])(
+    total, terms = make_loss([1.0, 1.5, 2.5, 2.0])(
         inputs["y_true"], inputs["y_pred"], inputs["true_boxes"], inputs["seen"]
     )
     assert result["loss"] == pytest.approx(float(total), rel=1e-5)  # same numbers as the TensorFlow backend

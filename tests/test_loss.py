@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from loss import YoloLoss
-
 
 def sigmoid(x):
     return 1 / (1 + np.exp(-x))
@@ -30,9 +28,9 @@ def run(loss, y_true, y_pred, true_boxes, seen=1e9):
     return float(total), {k: float(v) for k, v in terms.items()}
 
 
-def test_perfect_box_at_anchor_prior():
+def test_perfect_box_at_anchor_prior(make_loss):
     # 2x2 grid, one 1x1 anchor, 2 classes; all-zero output = boxes at the cell centres with the anchor's size.
-    loss = YoloLoss([1.0, 1.0])
+    loss = make_loss([1.0, 1.0])
     y_true, true_boxes = grid_target((2, 2), 1, 2, [(0, 0, 0, (0.5, 0.5, 1.0, 1.0), 0)])
     total, terms = run(loss, y_true, np.zeros_like(y_true), true_boxes)
     assert terms["coord"] == pytest.approx(0.0, abs=1e-7)
@@ -42,8 +40,8 @@ def test_perfect_box_at_anchor_prior():
     assert total == pytest.approx(0.625 + 0.375 + math.log(2), rel=1e-6)
 
 
-def test_offset_and_size_errors_with_rescore_and_gradient_signs():
-    loss = YoloLoss([1.0, 1.0])
+def test_offset_and_size_errors_with_rescore_and_gradient_signs(make_loss):
+    loss = make_loss([1.0, 1.0])
     y_true, true_boxes = grid_target((2, 2), 1, 2, [(0, 0, 0, (0.25, 0.5, 0.5, 1.0), 1)])
     y_pred = np.zeros_like(y_true)
     y_pred[0, 0, 0, 0, 0] = math.log(4)  # sigmoid = 0.8
@@ -65,16 +63,16 @@ def test_offset_and_size_errors_with_rescore_and_gradient_signs():
 
 
 @pytest.mark.parametrize("thresh, expected_noobj_preds", [(0.6, 6), (0.7, 7)])
-def test_no_object_penalty_skips_predictions_overlapping_a_box(thresh, expected_noobj_preds):
+def test_no_object_penalty_skips_predictions_overlapping_a_box(thresh, expected_noobj_preds, make_loss):
     # Anchor 1 (1.2 x 1.2) at cell (0, 0) overlaps the 1x1 box with IoU 1/1.44 = 0.69.
-    loss = YoloLoss([1.0, 1.0, 1.2, 1.2], ignore_thresh=thresh)
+    loss = make_loss([1.0, 1.0, 1.2, 1.2], ignore_threshold=thresh)
     y_true, true_boxes = grid_target((2, 2), 2, 1, [(0, 0, 0, (0.5, 0.5, 1.0, 1.0), 0)])
     _, terms = run(loss, y_true, np.zeros_like(y_true), true_boxes)
     assert terms["noobj"] == pytest.approx(expected_noobj_preds * 0.125)
 
 
-def test_warmup_prior_only_while_seen_is_small_and_only_unassigned():
-    loss = YoloLoss([1.0, 1.0], warmup_images=12800)
+def test_warmup_prior_only_while_seen_is_small_and_only_unassigned(make_loss):
+    loss = make_loss([1.0, 1.0], warmup_images=12800)
     y_true, true_boxes = grid_target((2, 2), 1, 1, [(0, 0, 0, (0.5, 0.5, 1.0, 1.0), 0)])
     y_pred = np.zeros_like(y_true)
     y_pred[..., 0] = 1.0  # every prediction's x offset away from the cell centre
@@ -85,8 +83,8 @@ def test_warmup_prior_only_while_seen_is_small_and_only_unassigned():
     assert early["coord"] - late["coord"] == pytest.approx(3 * per_prediction, rel=1e-5)
 
 
-def test_batch_is_averaged():
-    loss = YoloLoss([1.0, 1.0])
+def test_batch_is_averaged(make_loss):
+    loss = make_loss([1.0, 1.0])
     y_true, true_boxes = grid_target((2, 2), 1, 2, [(0, 0, 0, (0.5, 0.5, 1.0, 1.0), 0)])
     single, _ = run(loss, y_true, np.zeros_like(y_true), true_boxes)
     pair, _ = loss(
@@ -159,7 +157,7 @@ def darknet_delta(out, truths, biases, seen, thresh=0.6, scales=(5, 1, 1, 1)):
 
 
 @pytest.mark.parametrize("seen", [0, 100000])
-def test_gradient_equals_darknet_region_layer_delta(seen):
+def test_gradient_equals_darknet_region_layer_delta(seen, make_loss):
     rng = np.random.default_rng(3)
     grid, anchors, nb_class = (4, 5), [1.0, 1.5, 2.5, 2.0, 0.6, 0.7], 3
     out = rng.normal(0, 0.8, (*grid, 3, 5 + nb_class)).astype(np.float32)
@@ -172,7 +170,7 @@ def test_gradient_equals_darknet_region_layer_delta(seen):
 
     pred = tf.Variable(out[None])
     with tf.GradientTape() as tape:
-        total, _ = YoloLoss(anchors)(y_grid[None], pred, tb[None, None, None, None], np.array([seen], np.float32))
+        total, _ = make_loss(anchors)(y_grid[None], pred, tb[None, None, None, None], np.array([seen], np.float32))
     grad = tape.gradient(total, pred).numpy()[0]
 
     delta, act = darknet_delta(out, truths, anchors, seen)

@@ -40,7 +40,7 @@ def test_published_worked_example_all_point_and_11_point():
         for image, dets in PADILLA_DETECTIONS.items()
         for d in dets.split(";")
     ]
-    result = average_precision(detections, ground_truth, iou_thresh=0.3)
+    result = average_precision(detections, ground_truth, iou_threshold=0.3)
     assert result["ap"] == pytest.approx(0.2457, abs=5e-5)
     np.testing.assert_allclose(result["precision"], PADILLA_PRECISION, atol=0.005)
     np.testing.assert_allclose(result["recall"], PADILLA_RECALL, atol=0.005)
@@ -78,8 +78,8 @@ def test_average_precision_difficult_and_duplicates_like_the_devkit():
 def test_iou_counts_both_end_pixels_like_the_devkit():
     # VOC boxes 1..10 and 6..15 (10 pixels wide each): overlap 5 of 15 pixels -> 1/3, not 4/14.
     ground_truth = {0: (np.array([[1, 1, 10, 10]], float), np.array([False]))}
-    assert average_precision([(0, 1.0, [6, 1, 15, 10])], ground_truth, iou_thresh=0.33)["ap"] == 1.0
-    assert average_precision([(0, 1.0, [6, 1, 15, 10])], ground_truth, iou_thresh=0.34)["ap"] == 0.0
+    assert average_precision([(0, 1.0, [6, 1, 15, 10])], ground_truth, iou_threshold=0.33)["ap"] == 1.0
+    assert average_precision([(0, 1.0, [6, 1, 15, 10])], ground_truth, iou_threshold=0.34)["ap"] == 0.0
 
 
 def random_dataset(rng, n_images=25, n_classes=3):
@@ -160,11 +160,11 @@ def test_evaluate_detections_per_class_and_mean():
     ]  # fmt: skip
     # perfect "a", "b" found only as a wrong-class box
     dets = [(np.array([[10, 10, 50, 50], [60, 60, 90, 90]], np.float32), np.array([0.9, 0.8]), np.array([0, 0]))]
-    results = evaluate_detections(instances, dets, ["a", "b", "c"], score_thresh=0.5)
+    results = evaluate_detections(instances, dets, ["a", "b", "c"], "voc", 0.5)
     assert results["classes"]["a"]["ap"] == pytest.approx(1.0)
     assert results["classes"]["b"]["ap"] == pytest.approx(0.0)
     assert results["classes"]["c"]["n_gt"] == 0
     assert results["map"] == pytest.approx(0.5)  # classes without ground truth are left out
-    assert results["classes"]["a"]["precision_at_thresh"] == pytest.approx(0.5)
+    assert results["classes"]["a"]["precision_at_threshold"] == pytest.approx(0.5)
     assert results["coco"]["ap50"] == pytest.approx(0.5)  # the "a" box is exact: AP 1 at every IoU
     assert results["coco"]["map"] == pytest.approx(0.5)

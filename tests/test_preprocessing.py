@@ -8,16 +8,29 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from config import augmentation_args, build_config, generator_args
+from datasets import check_label_counts
+from errors import UserError
 from preprocessing import (
     BatchGenerator,
     ParseReport,
+    TargetLayout,
     augment,
     best_anchor,
-    check_label_counts,
     encode_targets,
     parse_annotation,
     resize_for_network,
 )
+
+DEFAULTS = build_config({})
+DOG_LAYOUT = TargetLayout(labels=["dog"], input_hw=(64, 64), grid_hw=(2, 2), anchors=[1, 1], max_box_per_image=3,
+                          channels=3)  # fmt: skip
+
+
+def training_batches(instances, batch_size, split="train"):
+    """The config's training (or validation) generator for 64x64 one-class inputs."""
+    return BatchGenerator(instances, DOG_LAYOUT, **{**generator_args(DEFAULTS, split), "batch_size": batch_size})
+
 
 XML = """<annotation><filename>{name}</filename><size><width>{w}</width><height>{h}</height><depth>3</depth></size>
 {objects}</annotation>"""
@@ -57,7 +70,7 @@ def test_parser_handles_bad_files_and_counts_them(tmp_path):
 
 
 def test_label_without_annotations_lists_counts():
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(UserError) as err:
         check_label_counts(["dog", "cat"], {"dog": 12}, "training set")
     assert "['cat']" in str(err.value) and "dog: 12" in str(err.value) and "cat: 0" in str(err.value)
 
@@ -97,9 +110,8 @@ def test_augmented_boxes_follow_the_pixels(seed):
     box = (40, 30, 100, 90)
     image = white_box_image(box)
     rng = np.random.default_rng(seed)
-    out, boxes = augment(
-        image, np.array([box], np.float32), (96, 128), rng, jitter=0.2, hue=0, saturation=1, exposure=1
-    )
+    settings = {**augmentation_args(DEFAULTS), "jitter": 0.2, "hue": 0, "saturation": 1, "exposure": 1}
+    out, boxes = augment(image, np.array([box], np.float32), (96, 128), rng, **settings)
     assert out.shape == (96, 128, 3) and out.dtype == np.uint8
     expected = bright_region(out) / [128, 96, 128, 96]
     np.testing.assert_allclose(boxes[0], expected, atol=2.5 / 96)
@@ -110,7 +122,7 @@ def test_flip_happens_and_moves_box():
     flipped = 0
     for seed in range(20):
         _, boxes = augment(image, np.array([[10, 10, 40, 60]], np.float32), (120, 160), np.random.default_rng(seed),
-                           jitter=0.0, hue=0, saturation=1, exposure=1)  # fmt: skip
+                           jitter=0.0, flip=True, hue=0, saturation=1, exposure=1)  # fmt: skip
         flipped += boxes[0, 0] > 0.5
     assert 3 < flipped < 17
 
@@ -127,9 +139,7 @@ def test_generator_skips_unreadable_images(tmp_path):
     write_pair(tmp_path, "b", [("dog", (10, 10, 50, 40), False)])
     instances, _ = parse_annotation(str(tmp_path / "ann"), str(tmp_path / "img"), ["dog"])
     (tmp_path / "img" / "b.jpg").write_bytes(b"not a jpeg")
-    cfg = {"labels": ["dog"], "batch_size": 4, "input_hw": (64, 64), "grid_hw": (2, 2), "anchors": [1, 1],
-           "max_box_per_image": 3}  # fmt: skip
-    gen = BatchGenerator(instances, cfg)
+    gen = training_batches(instances, 4)
     with pytest.warns(UserWarning, match="Unreadable image skipped: .*b.jpg"):
         x, y = gen[0]
     assert x["input_image"].shape == (4, 64, 64, 3) and x["input_image"].dtype == np.uint8
@@ -141,14 +151,12 @@ def test_generator_counts_seen_images_across_epochs(tmp_path):
     for name in "abc":
         write_pair(tmp_path, name, [("dog", (10, 10, 50, 40), False)])
     instances, _ = parse_annotation(str(tmp_path / "ann"), str(tmp_path / "img"), ["dog"])
-    cfg = {"labels": ["dog"], "batch_size": 2, "input_hw": (64, 64), "grid_hw": (2, 2), "anchors": [1, 1],
-           "max_box_per_image": 3}  # fmt: skip
-    gen = BatchGenerator(instances, cfg)
+    gen = training_batches(instances, 2)
     assert len(gen) == 2 and gen[1][1]["seen"][0] == 2
     gen.on_epoch_end()
     assert gen[1][1]["seen"][0] == 6
     # validation batches never count as early training: no warm-up term in val_loss
-    assert BatchGenerator(instances, cfg, count_seen=False)[0][1]["seen"][0] > 1e30
+    assert training_batches(instances, 2, "valid")[0][1]["seen"][0] > 1e30
 
 
 @pytest.mark.parametrize("dataset, labels", [("raccoon", ["raccoon"]), ("bccd", ["RBC", "WBC", "Platelets"])])

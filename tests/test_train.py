@@ -12,61 +12,18 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ENV, ROOT
 
 import main as cli
-from backends import Backend, save_backend_weights
+from backends import Backend
 from config import build_config
 from datasets import load_datasets, split_train_valid
 from demo_data import write_split
 from frontend import YOLO
-
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def demo_like_config(tmp_path, train_count=8, valid_count=4, **train):
-    data = tmp_path / "shapes"
-    if not data.exists():
-        write_split(str(data / "train"), train_count, seed=1, size=(128, 128))
-        write_split(str(data / "valid"), valid_count, seed=2, size=(128, 128))
-    config = {
-        "model": {
-            "backend": "MobileNet",
-            "backend_options": {"alpha": 0.25},
-            "input_size": 96,
-            "anchors": [1.0, 1.0, 2.0, 2.0],
-            "max_box_per_image": 6,
-            "labels": ["ellipse", "rectangle", "triangle"],
-            "freeze_backend": False,
-        },
-        "train": {
-            "train_image_folder": str(data / "train" / "images"),
-            "train_annot_folder": str(data / "train" / "annotations"),
-            "batch_size": 4,
-            "nb_epochs": 1,
-            "burn_in": 2,
-            "workers": 1,
-            "runs_dir": str(tmp_path / "runs"),
-            "run_name": "t",
-            "prediction_images": 2,
-            **train,
-        },
-        "valid": {
-            "valid_image_folder": str(data / "valid" / "images"),
-            "valid_annot_folder": str(data / "valid" / "annotations"),
-        },
-    }
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(config))
-    return str(path), config
+from weight_files import save_backend_weights
 
 
-def run_cli(args, **kwargs):
-    return subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                          timeout=600, **kwargs)  # fmt: skip
-
-
-def test_missing_dataset_is_one_clear_message(tmp_path):
+def test_missing_dataset_is_one_clear_message(tmp_path, run_cli):
     config = {"train": {"voc_dir": str(tmp_path / "VOCdevkit" / "VOC2012")}}
     (tmp_path / "c.json").write_text(json.dumps(config))
     done = run_cli(["--config", str(tmp_path / "c.json")])
@@ -77,7 +34,7 @@ def test_missing_dataset_is_one_clear_message(tmp_path):
     assert "python main.py --config configs/demo.json" in done.stderr
 
 
-def test_frozen_backend_without_weights_is_refused(tmp_path, capsys):
+def test_frozen_backend_without_weights_is_refused(tmp_path, capsys, demo_like_config):
     path, config = demo_like_config(tmp_path)
     config["model"].update(freeze_backend=True, backend_weights=str(tmp_path / "missing_backend.h5"))
     (tmp_path / "frozen.json").write_text(json.dumps(config))
@@ -89,7 +46,9 @@ def test_frozen_backend_without_weights_is_refused(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
-def test_backend_weights_none_trains_from_scratch_and_needs_an_unfrozen_backend(tmp_path, capsys, monkeypatch):
+def test_backend_weights_none_trains_from_scratch_and_needs_an_unfrozen_backend(
+    tmp_path, capsys, monkeypatch, demo_like_config
+):
     path, config = demo_like_config(tmp_path)
     config["model"].update(freeze_backend=True, backend_weights="none")
     (tmp_path / "scratch.json").write_text(json.dumps(config))
@@ -136,7 +95,8 @@ def test_empty_validation_set_is_a_seeded_80_20_split():
     assert sorted(a_train + a_valid) == items
 
 
-def test_training_run_writes_its_outputs_and_resumes(tmp_path):
+@pytest.mark.slow
+def test_training_run_writes_its_outputs_and_resumes(tmp_path, demo_like_config):
     path, _ = demo_like_config(tmp_path)
     results = cli.main(["--config", path, "--verbose", "0"])
     run = tmp_path / "runs" / "t"
@@ -159,7 +119,8 @@ def test_training_run_writes_its_outputs_and_resumes(tmp_path):
     assert not (tmp_path / "runs" / "t2").exists()
 
 
-def test_killed_run_resumes_from_its_last_epoch(tmp_path):
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_epoch(tmp_path, demo_like_config, run_cli):
     path, _ = demo_like_config(tmp_path, nb_epochs=200)
     proc = subprocess.Popen([sys.executable, "main.py", "--config", path, "--verbose", "0"], cwd=ROOT, env=ENV,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -180,13 +141,14 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert epochs[-1] == str(done_epochs)
 
 
-def test_overfits_a_few_images(tmp_path):
+@pytest.mark.slow
+def test_overfits_a_few_images(tmp_path, plain_batches, default_config):
     """A few images, no augmentation: the trained model must find every box (IoU >= 0.5, right class)."""
     import keras
 
-    from evaluate import predict_instances
-    from frontend import YOLO
-    from preprocessing import BatchGenerator, parse_annotation
+    from config import optimizer_args
+    from detections import detect_files
+    from preprocessing import parse_annotation
     from training import make_optimizer
     from utils import box_iou
 
@@ -197,16 +159,16 @@ def test_overfits_a_few_images(tmp_path):
     yolo = YOLO(backend="MobileNet", backend_options={"alpha": 0.25}, input_size=128, labels=labels,
                 max_box_per_image=6, anchors=[0.6, 0.6, 0.87, 1.6, 1.6, 0.87, 1.33, 1.33], freeze_backend=False,
                 load_pretrained=False)  # fmt: skip
-    cfg = {"labels": labels, "batch_size": 6, "input_hw": (128, 128), "grid_hw": (4, 4), "anchors": yolo.anchors,
-           "max_box_per_image": 6}  # fmt: skip
-    data = BatchGenerator(instances, cfg, augment_images=False, times=5)
+    data = plain_batches(instances, yolo, batch_size=6, times=5)
     epochs = 80
-    yolo.model.compile(optimizer=make_optimizer({"learning_rate": 1e-2, "burn_in": 20, "lr_schedule": "cosine",
-                                                 "optimizer": "adam"}, epochs * len(data)))  # fmt: skip
+    settings = {**optimizer_args(default_config), "learning_rate": 1e-2, "burn_in": 20, "lr_schedule": "cosine"}
+    yolo.model.compile(optimizer=make_optimizer(epochs * len(data), **settings))
     yolo.model.fit(data, epochs=epochs, verbose=0)
 
     found = total = 0
-    for instance, (boxes, _scores, classes) in zip(instances, predict_instances(yolo, instances, obj_thresh=0.3)):
+    detected = detect_files(yolo, [i["filename"] for i in instances], {"score_threshold": 0.3, "nms_threshold": 0.45,
+                                                                         "max_detections": 300})  # fmt: skip
+    for instance, (_, _, (boxes, _scores, classes)) in zip(instances, detected):
         for obj in instance["object"]:
             total += 1
             truth = np.array([[obj["xmin"] - 1, obj["ymin"] - 1, obj["xmax"], obj["ymax"]]])
@@ -216,6 +178,7 @@ def test_overfits_a_few_images(tmp_path):
     assert total >= 10 and found == total, f"found {found} of {total} boxes"
 
 
+@pytest.mark.slow
 def test_demo_learns_on_a_reduced_budget(tmp_path):
     """The demo's recipe on 80% of its images and epochs still reaches a real mAP (0.81 measured)."""
     from demo_data import ensure_demo_dataset

@@ -1,17 +1,20 @@
 """Pretrained weights: keras-yolo2's backend and whole-model files, the real ImageNet backbones, the
 backend/detector distinction, and staged fine-tuning (frozen backend, then unfrozen)."""
 
+import json
+
 import h5py
 import keras
 import numpy as np
 import pytest
 from conftest import shared_path
-from test_train import demo_like_config
 
-from backends import get_backend, layers_with_weights, save_backend_weights
+from backends import get_backend, layers_with_weights
 from config import load_config
+from errors import UserError
 from frontend import YOLO
 from training import run_training
+from weight_files import save_backend_weights
 
 BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 
@@ -85,7 +88,7 @@ def test_keras_yolo2_full_model_checkpoint_loads_as_pretrained_weights(tmp_path)
     )
     np.testing.assert_array_equal(yolo.backend_model.get_layer("conv_5").kernel.numpy(), arrays["conv_5/kernel:0"])
     other = YOLO("Tiny Yolo", 128, ["a", "b"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], load_pretrained=False)
-    with pytest.raises(ValueError, match=r"head has 30 outputs, this detector 35 = 5 anchors x \(5 \+ 2 labels\)"):
+    with pytest.raises(UserError, match=r"head has 30 outputs, this detector 35 = 5 anchors x \(5 \+ 2 labels\)"):
         other.load_weights(path)
 
 
@@ -100,15 +103,15 @@ def test_keras_yolo2_full_yolo_checkpoint_warns_about_the_passthrough(tmp_path):
 def test_backend_and_detector_files_are_not_confused(tmp_path):
     backend = str(tmp_path / "tiny_yolo_backend.h5")
     save_backend_weights(get_backend("Tiny Yolo").build((128, 128, 3)), backend)
-    with pytest.raises(ValueError, match=r"is a backend file \(no detection head\).*A backend file holds only"):
+    with pytest.raises(UserError, match=r"is a backend file \(no detection head\).*A backend file holds only"):
         tiny().load_weights(backend)
     checkpoint = str(tmp_path / "keras_yolo2_detector.h5")
     write_keras_yolo2_checkpoint(checkpoint, tiny(), np.random.default_rng(0))
-    with pytest.raises(ValueError, match="is a whole detector's weights, not a backend file"):
+    with pytest.raises(UserError, match="is a whole detector's weights, not a backend file"):
         YOLO("Tiny Yolo", 128, ["r"], 5, [1, 1], backend_weights=checkpoint)
     ours = str(tmp_path / "best.weights.h5")
     tiny().save_weights(ours)
-    with pytest.raises(ValueError, match="not a Keras 2 style weights file.*A backend file holds only"):
+    with pytest.raises(UserError, match="not a Keras 2 style weights file.*A backend file holds only"):
         YOLO("Tiny Yolo", 128, ["r"], 5, [1, 1], backend_weights=ours)
 
 
@@ -137,7 +140,8 @@ def test_real_mobilenet_imagenet_file_loads():
     np.testing.assert_array_equal(names["conv_pw_13"].kernel.numpy(), _first_array(path, "conv_pw_13"))
 
 
-def test_staged_fine_tuning_keeps_the_backend_then_trains_it(tmp_path):
+@pytest.mark.slow
+def test_staged_fine_tuning_keeps_the_backend_then_trains_it(tmp_path, demo_like_config):
     """unfreeze_after=1: epoch 1 trains the head on a frozen backend (bit-identical, BatchNorm statistics
     included), epoch 2 trains everything."""
     backend_path = str(tmp_path / "mobilenet_backend.h5")
@@ -168,11 +172,11 @@ def test_saved_detector_records_what_it_is_and_refuses_another(tmp_path):
     tiny().save_weights(path)
     same_at_other_size = YOLO("Tiny Yolo", 160, ["raccoon"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], load_pretrained=False)
     same_at_other_size.load_weights(path)  # input size may change: the weights do not depend on it
-    with pytest.raises(ValueError, match=r"different detector: labels \['raccoon'\] \(this one: \['dog'\]\)"):
+    with pytest.raises(UserError, match=r"different detector: labels \['raccoon'\] \(this one: \['dog'\]\)"):
         YOLO("Tiny Yolo", 128, ["dog"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], load_pretrained=False).load_weights(path)
-    with pytest.raises(ValueError, match=r"backend Tiny Yolo .*this one: MobileNet"):
+    with pytest.raises(UserError, match=r"backend Tiny Yolo .*this one: MobileNet"):
         YOLO("MobileNet", 128, ["raccoon"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 5, 5], load_pretrained=False).load_weights(path)
-    with pytest.raises(ValueError, match=r"5 anchors \(this one: 2\)"):
+    with pytest.raises(UserError, match=r"5 anchors \(this one: 2\)"):
         YOLO("Tiny Yolo", 128, ["raccoon"], 5, [1, 1, 2, 2], load_pretrained=False).load_weights(path)
     with pytest.warns(UserWarning, match="trained with anchors"):
         YOLO("Tiny Yolo", 128, ["raccoon"], 5, [1, 1, 2, 2, 3, 3, 4, 4, 9, 9], load_pretrained=False).load_weights(path)
@@ -191,7 +195,7 @@ def test_detector_assembled_from_a_backend_file_and_a_head_file(tmp_path, head_l
     np.testing.assert_allclose(
         assembled.inference_model.predict_on_batch(x), trained.inference_model.predict_on_batch(x), atol=1e-5
     )
-    with pytest.raises(ValueError, match="not a head file"):
+    with pytest.raises(UserError, match="not a head file"):
         YOLO.from_parts(str(tmp_path / "tiny_yolo_backend.h5"), str(tmp_path / "tiny_yolo_backend.h5"))
 
 
@@ -205,6 +209,43 @@ def test_head_layers_sit_between_backend_and_detection_conv_and_train_with_a_fro
     assert trainable == {"head_conv_1", "head_norm_1", "head_conv_2", "head_norm_2", "DetectionLayer"}
     path = str(tmp_path / "neck.weights.h5")
     yolo.save_weights(path)
-    with pytest.raises(ValueError, match=r"head_layers 2, head_filters 64 \(this one: 0, 256\)"):
+    with pytest.raises(UserError, match=r"head_layers 2, head_filters 64 \(this one: 0, 256\)"):
         tiny().load_weights(path)
     tiny(head_layers=2, head_filters=64).load_weights(path)
+
+
+def _rewrite_metadata(path, **changes):
+    """Edits the detector description in a saved file, as an older or another writer left it."""
+    from weight_files import METADATA_KEY
+
+    with h5py.File(path, "a") as f:
+        meta = json.loads(f.attrs[METADATA_KEY])
+        meta.update(changes)
+        f.attrs[METADATA_KEY] = json.dumps(meta)
+
+
+def test_backend_options_are_compared_as_they_resolve(tmp_path):
+    """A converted yolov2-tiny-voc detector records final_filters 1024, Tiny Yolo's default: it loads into
+    YOLO(backend="Tiny Yolo") without options (it used to be refused as 'a different detector')."""
+    path = str(tmp_path / "tiny-voc.weights.h5")
+    tiny(backend_options={"final_filters": 1024}).save_weights(path)
+    tiny().load_weights(path)
+    _rewrite_metadata(path, backend_options={})  # a file that wrote the options as given, none
+    tiny(backend_options={"final_filters": 1024}).load_weights(path)
+    _rewrite_metadata(path, backend_options={"final_filters": 512})  # a real difference (yolov2-tiny, COCO)
+    with pytest.raises(UserError, match=r"backend Tiny Yolo \{'final_filters': 512\} \(this one: Tiny Yolo "
+                                        r"\{'final_filters': 1024\}\)"):  # fmt: skip
+        tiny().load_weights(path)
+
+
+def test_converted_tiny_voc_detector_loads_into_a_plain_tiny_yolo(tmp_path):
+    from darknet_reference import cfg_text, random_weights
+
+    from darknet import convert, parse_cfg
+
+    cfg = tmp_path / "yolov2-tiny-voc.cfg"
+    cfg.write_text(cfg_text("tiny", classes=1, anchors=(1, 1, 2, 2, 3, 3, 4, 4, 5, 5), size=128))
+    data, _ = random_weights(parse_cfg(str(cfg)), np.random.default_rng(0))
+    (tmp_path / "yolov2-tiny-voc.weights").write_bytes(data)
+    result = convert(str(cfg), str(tmp_path / "yolov2-tiny-voc.weights"), str(tmp_path), labels=["raccoon"])
+    tiny().load_weights(result["detector"])

@@ -23,7 +23,7 @@ from frontend import YOLO
 from images import decode_image
 from preprocessing import BatchGenerator, TargetLayout
 from utils import draw_boxes
-from weight_files import FROM_SCRATCH, atomic_write, save_detector
+from weight_files import FROM_SCRATCH, atomic_write, open_h5, save_detector
 
 
 class TrainingError(UserError):
@@ -269,7 +269,7 @@ def save_resume_state(path, model, epoch, best):
 
 def read_resume_epoch(path):
     """-> (epoch to start from, best monitored value) from a resume file."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "resume file") as f:
         return int(f.attrs["epoch"]), float(f.attrs["best"])
 
 
@@ -277,7 +277,7 @@ def load_resume_state(path, model):
     """Restores the model and optimizer variables save_resume_state wrote."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "resume file") as f:
         for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
             g = f[group]
             if len(g) != len(variables):

@@ -150,6 +150,16 @@ def test_a_weights_path_that_is_no_weights_file_exits_2(tmp_path, capsys, demo_l
     assert str(weights) in err
 
 
+def test_a_truncated_resume_file_exits_2(tmp_path, capsys, demo_like_config):
+    path, config = demo_like_config(tmp_path)
+    run = tmp_path / "runs" / "t"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "resume.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    err = expect_user_error(["--resume", str(run)], capsys)
+    assert "resume.h5: not a readable HDF5 resume file" in err
+
+
 def test_user_errors_share_one_base_class():
     import anchors
     import backends

@@ -27,8 +27,8 @@ def freeze_layers(model, spec, keep_trainable=()):
             matched = fnmatch.filter(names, pattern)
             if not matched:
                 raise BackendError(
-                    f"model.freeze_backend: {pattern!r} matches no layer of the {model.name} backend model "
-                    f"(its layers: {', '.join(names[:6])}, ...)"
+                    f"model.freeze_backend: {pattern!r} matches no layer of the backend ({model.name}; its layers: "
+                    f"{', '.join(names[:6])}, ...)"
                 )
             frozen.update(matched)
     for layer in layers:

@@ -233,5 +233,7 @@ def test_freeze_first_layers_or_named_patterns(spec, frozen):
 
 
 def test_freeze_pattern_matching_nothing_is_a_clear_error():
-    with pytest.raises(UserError, match=r"'conv_99' matches no layer of the tiny_yolo_backend"):
+    with pytest.raises(
+        UserError, match=r"'conv_99' matches no layer of the backend \(tiny_yolo_backend; its layers: conv_1, norm_1"
+    ):
         YOLO("Tiny Yolo", 64, ["a"], 2, [1, 1], freeze_backend=["conv_99"], load_pretrained=False)

@@ -39,8 +39,11 @@ DEFAULTS = {
         "head_filters": 256,
     },
     "train": {
+        # a VOCdevkit/VOC20xx folder, or a list of them (VOC2007 + VOC2012 trainval: configs/voc0712.json)
         "voc_dir": "",
         "train_split": "train",
+        # fetch a missing VOC2012 / VOC2007 folder (main.py --download)
+        "download_data": False,
         "train_image_folder": "",
         "train_annot_folder": "",
         "demo_dataset": "",
@@ -82,6 +85,8 @@ DEFAULTS = {
     "valid": {
         "valid_image_folder": "",
         "valid_annot_folder": "",
+        # VOC folder(s) to validate on ("": train.voc_dir's), image set valid_split
+        "valid_voc_dir": "",
         "valid_split": "val",
         "valid_times": 1,
         # where the evaluation reports precision and recall, and predict's default
@@ -129,6 +134,9 @@ CHECKS = {
     "a number from 0 to 1": lambda v: _number(v) and 0 <= v <= 1,
     "a number of at least 1": lambda v: _number(v) and v >= 1,
     "true or false": lambda v: isinstance(v, bool),
+    "text or a list of text": lambda v: (
+        isinstance(v, str) or (isinstance(v, list) and all(isinstance(p, str) for p in v))
+    ),
     "text (a path or name)": lambda v: isinstance(v, str),
     "non-empty text": lambda v: isinstance(v, str) and v.strip() != "",
     "a JSON object": lambda v: isinstance(v, dict),
@@ -148,9 +156,10 @@ KINDS = {
     "a number from 0 to 1": [("train", "ignore_threshold"), ("train", "jitter"), ("valid", "score_threshold"),
                            ("valid", "nms_threshold")],
     "a number of at least 1": [("train", "saturation"), ("train", "exposure")],
-    "true or false": [("train", "flip")],
+    "true or false": [("train", "flip"), ("train", "download_data")],
+    "text or a list of text": [("train", "voc_dir"), ("valid", "valid_voc_dir")],
     "non-empty text": [("model", "backend"), ("train", "runs_dir")],
-    "text (a path or name)": [("model", "backend_weights"), ("train", "voc_dir"), ("train", "train_split"),
+    "text (a path or name)": [("model", "backend_weights"), ("train", "train_split"),
              ("train", "train_image_folder"), ("train", "train_annot_folder"), ("train", "demo_dataset"),
              ("train", "pretrained_weights"), ("train", "saved_weights_name"), ("train", "run_name"),
              ("valid", "valid_image_folder"), ("valid", "valid_annot_folder"), ("valid", "valid_split")],
@@ -281,7 +290,7 @@ FLAGS = {
     "model": {"input_size": "input_size", "backend": "backend", "freeze_backend": "freeze_backend"},
     "train": {"epochs": "nb_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
               "optimizer": "optimizer", "workers": "workers", "name": "run_name",
-              "pretrained_weights": "pretrained_weights"},
+              "pretrained_weights": "pretrained_weights", "download": "download_data"},
     "valid": {"score_threshold": "score_threshold", "nms_threshold": "nms_threshold"},
 }  # fmt: skip
 

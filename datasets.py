@@ -1,14 +1,16 @@
-"""Finding the data a config points at: the VOC2012 layout, folder pairs, the embedded demo."""
+"""Finding the data a config points at: the VOC layout (one or several VOCdevkit folders, fetched when
+missing and asked to), folder pairs, the embedded demo."""
 
 import os
+import sys
 
 import numpy as np
 
 from demo_data import ensure_demo_dataset
+from downloads import VOC_DATASETS, fetch_voc
 from errors import UserError
 from preprocessing import ParseReport, parse_annotation
 
-VOC2012_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 DEMO_COMMAND = "python main.py --config configs/demo.json"
 
 
@@ -31,19 +33,49 @@ def read_split(voc_dir, split):
         return [line.split()[0] for line in f if line.strip()]
 
 
+def voc_name(voc_dir):
+    """ "voc2012" for .../VOCdevkit/VOC2012 (a dataset downloads.fetch_voc can fetch), else None."""
+    name = os.path.basename(os.path.normpath(voc_dir)).lower()
+    return name if name in VOC_DATASETS else None
+
+
 def voc_hint(voc_dir):
-    parent = os.path.dirname(os.path.dirname(os.path.abspath(voc_dir))) or "."
+    name = voc_name(voc_dir) or "voc2012"
+    archives = " and ".join(os.path.basename(url) for url, _ in VOC_DATASETS[name]["archives"])
+    root = os.path.dirname(os.path.dirname(os.path.abspath(voc_dir))) or "."
     return (
-        "PASCAL VOC2012 is expected in its standard layout: "
+        "PASCAL VOC is expected in its standard layout: "
         "VOCdevkit/VOC2012/{JPEGImages,Annotations,ImageSets/Main/train.txt,val.txt}.\n"
-        f"Get it with:\n  wget {VOC2012_URL}\n  tar -xf VOCtrainval_11-May-2012.tar -C {parent}\n"
-        "or point train.voc_dir in your config at your copy (or use train_image_folder / train_annot_folder)."
+        f"Get it ({VOC_DATASETS[name]['size']}, {archives}) with:\n  python main.py data download {name} --out {root}\n"
+        "or add --download to this command, or point train.voc_dir in your config at your copy (or use "
+        "train_image_folder / train_annot_folder)."
     )
 
 
-def load_voc2012(voc_dir, split, labels, report):
-    if not os.path.isdir(os.path.join(voc_dir, "Annotations")):
-        raise _missing("PASCAL VOC2012", voc_dir, voc_hint(voc_dir))
+def ensure_voc(voc_dir, download):
+    """Fetches a missing VOC2012 / VOC2007 folder when `download` is set or the user says yes at a prompt
+    (only in a terminal); otherwise says where it was expected and how to get it."""
+    if os.path.isdir(os.path.join(voc_dir, "Annotations")):
+        return
+    name = voc_name(voc_dir)
+    if name and not download and sys.stdin.isatty() and not os.environ.get("CI"):
+        answer = input(f"PASCAL {VOC_DATASETS[name]['folder']} ({VOC_DATASETS[name]['size']}) is not in {voc_dir}. "
+                       "Download it now? [y/N] ")  # fmt: skip
+        download = answer.strip().lower() in ("y", "yes")
+    if not (name and download):
+        raise _missing("PASCAL VOC", voc_dir, voc_hint(voc_dir))
+    fetch_voc(name, root=os.path.dirname(os.path.dirname(os.path.normpath(voc_dir))) or ".")
+
+
+def load_voc(voc_dirs, split, labels, report):
+    """The images of image set `split` (train, val, trainval, test) of each VOCdevkit folder, in order."""
+    instances = []
+    for voc_dir in voc_dirs:
+        instances += load_voc_split(voc_dir, split, labels, report)
+    return instances
+
+
+def load_voc_split(voc_dir, split, labels, report):
     names = read_split(voc_dir, split)
     instances, _ = parse_annotation(
         os.path.join(voc_dir, "Annotations"),
@@ -68,6 +100,10 @@ def split_train_valid(instances, fraction=0.8, seed=0):
     order = np.random.default_rng(seed).permutation(len(instances))
     cut = int(round(len(instances) * fraction))
     return [instances[i] for i in order[:cut]], [instances[i] for i in order[cut:]]
+
+
+def as_list(paths):
+    return [paths] if isinstance(paths, str) else list(paths)
 
 
 def label_counts(instances):
@@ -101,8 +137,12 @@ def load_datasets(config):
         if valid["valid_annot_folder"]:
             valid_set = load_folders(valid["valid_image_folder"], valid["valid_annot_folder"], labels, reports["valid"])
     elif train["voc_dir"]:
-        train_set = load_voc2012(train["voc_dir"], train["train_split"], labels, reports["train"])
-        valid_set = load_voc2012(train["voc_dir"], valid["valid_split"], labels, reports["valid"])
+        train_dirs = as_list(train["voc_dir"])
+        valid_dirs = as_list(valid["valid_voc_dir"] or train["voc_dir"])
+        for voc_dir in dict.fromkeys(train_dirs + valid_dirs):
+            ensure_voc(voc_dir, train["download_data"])
+        train_set = load_voc(train_dirs, train["train_split"], labels, reports["train"])
+        valid_set = load_voc(valid_dirs, valid["valid_split"], labels, reports["valid"])
     else:
         raise DatasetError(
             "No dataset configured: set train.voc_dir (VOC2012 layout) or "

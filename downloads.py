@@ -1,12 +1,15 @@
-"""Downloads that resume and check themselves, and the official darknet YOLOv2 weights built on them.
+"""Downloads that resume and check themselves, and what is built on them: darknet's YOLOv2 weights
+and the PASCAL VOC datasets (archives unpacked safely).
 
 python main.py weights                       # what can be fetched, and what is already in weights/
 python main.py weights download yolov2-voc   # fetch cfg, names and .weights, then convert into weights/
+python main.py data download voc2012         # fetch and unpack VOC2012 into data/VOCdevkit/VOC2012
 """
 
 import hashlib
 import http.client
 import os
+import tarfile
 import urllib.error
 import urllib.request
 
@@ -34,6 +37,16 @@ DARKNET_WEIGHTS = {
                               "cfg": f"{DARKNET_RAW}/cfg/yolov2-voc.cfg", "names": None, "sha256": None},
 }  # fmt: skip
 
+VOC_SITE = "http://host.robots.ox.ac.uk/pascal/VOC"
+# name -> the folder under VOCdevkit/ its archives unpack into, and (url, md5) of each archive
+VOC_DATASETS = {
+    "voc2012": {"folder": "VOC2012", "size": "about 2 GB",
+                "archives": [(f"{VOC_SITE}/voc2012/VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd")]},
+    "voc2007": {"folder": "VOC2007", "size": "about 0.9 GB",
+                "archives": [(f"{VOC_SITE}/voc2007/VOCtrainval_06-Nov-2007.tar", "c52e279531787c972589f7e41ab4ae64"),
+                             (f"{VOC_SITE}/voc2007/VOCtest_06-Nov-2007.tar", "b6e924de25625d8de591ea690078ad9f")]},
+}  # fmt: skip
+
 CHUNK = 1 << 20
 
 
@@ -41,9 +54,9 @@ class DownloadError(UserError):
     """A failed or corrupt download, reported without a traceback; partial files are kept for resuming."""
 
 
-def download(url, path, sha256=None, progress=True, timeout=60):
+def download(url, path, sha256=None, md5=None, progress=True, timeout=60):
     """Fetches `url` into `path`, resuming `path`.part when a previous attempt was cut off, checking the
-    size the server announced and, when given, the sha256. Returns `path`; an existing `path` is kept."""
+    size the server announced and, when given, the sha256 or md5. Returns `path`; an existing `path` is kept."""
     if os.path.exists(path):
         return path
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -54,7 +67,7 @@ def download(url, path, sha256=None, progress=True, timeout=60):
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the range starts at the end: the part file is already complete
-            return _finish(part, path, sha256, url)
+            return _finish(part, path, {"sha256": sha256, "md5": md5}, url)
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         raise DownloadError(f"{url}: cannot connect ({getattr(e, 'reason', e)}). Are you online?") from None
@@ -78,7 +91,7 @@ def download(url, path, sha256=None, progress=True, timeout=60):
     size = os.path.getsize(part)
     if total is not None and size != total:
         raise DownloadError(_cut_off(url, part, total, "connection closed early"))
-    return _finish(part, path, sha256, url)
+    return _finish(part, path, {"sha256": sha256, "md5": md5}, url)
 
 
 def _cut_off(url, part, total, reason):
@@ -89,18 +102,20 @@ def _cut_off(url, part, total, reason):
     )
 
 
-def _finish(part, path, sha256, url):
-    if sha256:
-        digest = file_sha256(part)
-        if digest != sha256:
-            os.remove(part)
-            raise DownloadError(f"{url}: checksum mismatch (sha256 {digest}, expected {sha256}); the file was removed.")
+def _finish(part, path, checksums, url):
+    for algorithm, expected in checksums.items():
+        if expected:
+            digest = file_digest(part, algorithm)
+            if digest != expected:
+                os.remove(part)
+                raise DownloadError(f"{url}: checksum mismatch ({algorithm} {digest}, expected {expected}); the "
+                                    "file was removed.")  # fmt: skip
     os.replace(part, path)
     return path
 
 
-def file_sha256(path):
-    h = hashlib.sha256()
+def file_digest(path, algorithm="sha256"):
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(CHUNK):
             h.update(block)
@@ -125,3 +140,45 @@ def fetch_darknet(name, out_dir="weights", registry=None, progress=True):
     weights = download(entry["weights"], os.path.join(folder, os.path.basename(entry["weights"])), entry["sha256"],
                        progress=progress)  # fmt: skip
     return convert(cfg, weights, out_dir, labels=labels, backend_only=labels is None)
+
+
+def extract_tar(archive, dest, progress=True):
+    """Unpacks a tar archive into `dest` with tarfile's "data" filter (PEP 706). Every member is checked
+    before anything is written: one that would land outside `dest` (an absolute path, "..", a link
+    pointing out) or a device file refuses the whole archive. A finished extraction leaves
+    `<archive>.extracted`, so running again does not unpack it twice."""
+    marker = archive + ".extracted"
+    if os.path.exists(marker):
+        return
+    dest = os.path.abspath(dest)
+    try:
+        with tarfile.open(archive) as tar:
+            members = tar.getmembers()
+            for member in members:
+                if os.path.isabs(member.name):  # the filter would strip the "/": no VOC archive has one
+                    raise DownloadError(f"{archive}: refused to unpack it: member {member.name!r} has an absolute path")
+                tarfile.data_filter(member, dest)
+            bar = tqdm(members, desc=f"unpack {os.path.basename(archive)}", unit="file", disable=not progress)
+            for member in bar:
+                tar.extract(member, dest, filter="data")
+    except tarfile.FilterError as e:
+        raise DownloadError(f"{archive}: refused to unpack it: member {e.tarinfo.name!r} {e}") from None
+    except (tarfile.TarError, EOFError) as e:
+        raise DownloadError(f"{archive} is not a readable tar archive ({e}); delete it and download it again") from None
+    open(marker, "w").close()
+
+
+def fetch_voc(name, root="data", registry=None, progress=True):
+    """Downloads a PASCAL VOC dataset's archives into root/downloads/ (resumable, md5-checked), unpacks them
+    into root and returns the dataset folder, root/VOCdevkit/<VOC2012 or VOC2007>."""
+    registry = VOC_DATASETS if registry is None else registry
+    if name not in registry:
+        raise DownloadError(f"Unknown dataset {name!r}. Available: {', '.join(registry)}")
+    entry = registry[name]
+    for url, md5 in entry["archives"]:
+        archive = download(url, os.path.join(root, "downloads", os.path.basename(url)), md5=md5, progress=progress)
+        extract_tar(archive, root, progress)
+    voc_dir = os.path.join(root, "VOCdevkit", entry["folder"])
+    if not os.path.isdir(os.path.join(voc_dir, "Annotations")):
+        raise DownloadError(f"The {name} archives did not unpack into {voc_dir}: are they the VOC archives?")
+    return voc_dir

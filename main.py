@@ -9,6 +9,7 @@ python main.py evaluate --detections dets.json --annotations VOC2012/Annotations
 python main.py predict -w W -i photo.jpg|folder|video.mp4|0 [--json dets.json]
 python main.py convert --cfg yolov2-voc.cfg --weights yolov2-voc.weights  # darknet -> weights/
 python main.py weights download yolov2-voc          # fetch darknet's weights and convert them
+python main.py data download voc2012                # fetch and unpack PASCAL VOC2012 into data/VOCdevkit/
 python main.py backends [--bench]                   # parameters, GFLOPs, grid, weights, speed of each backend
 """
 
@@ -26,10 +27,10 @@ def parse_args(argv):
         "command",
         nargs="?",
         default="train",
-        choices=["train", "anchors", "evaluate", "predict", "convert", "weights", "backends"],
+        choices=["train", "anchors", "evaluate", "predict", "convert", "weights", "data", "backends"],
         help="what to do (default: train)",
     )
-    p.add_argument("what", nargs="*", help="weights: 'download NAME' (or nothing, to list what is available)")
+    p.add_argument("what", nargs="*", help="weights, data: 'download NAME' (or nothing, to list what is available)")
     p.add_argument(
         "-c", "--config", help="config file (default: config.json, or the run's own config.json beside -w weights)"
     )
@@ -50,6 +51,8 @@ def parse_args(argv):
     p.add_argument("-n", "--num_anchors", type=int, help="anchors: how many (default: as many as the config has)")
     p.add_argument("--write", action="store_true", help="anchors: write them into the config file")
     p.add_argument("--resume", nargs="?", const="latest", help="resume a run folder (default: the latest run)")
+    p.add_argument("--download", action="store_true", default=None,
+                   help="fetch the configured PASCAL VOC folder(s) when missing (train.download_data)")  # fmt: skip
     use = p.add_argument_group("evaluate and predict")
     use.add_argument("-w", "--weights", help="detector weights (e.g. runs/demo/best.weights.h5)")
     use.add_argument(
@@ -70,7 +73,7 @@ def parse_args(argv):
     p.add_argument("--bench", action="store_true", help="backends: also measure forward images/s here")
     dark = p.add_argument_group("convert (darknet weights; --weights names the .weights file)")
     dark.add_argument("--cfg", help="darknet cfg the weights were trained with, e.g. yolov2-voc.cfg")
-    dark.add_argument("--out", default="weights", help="output folder (default: weights/)")
+    dark.add_argument("--out", help="output folder (default: weights/; for data download: data/)")
     dark.add_argument("--labels", help="class names file (voc.names, coco.names); default: the config's labels")
     dark.add_argument(
         "--backend_only", action="store_true", help="write only the backend file (to train a new head for your labels)"
@@ -203,7 +206,7 @@ def convert_command(args, config):
     if args.labels and not args.backend_only:
         with open(args.labels) as f:
             labels = [line.strip() for line in f if line.strip()]
-    result = convert(args.cfg, args.weights, args.out, labels=labels, backend_only=args.backend_only)
+    result = convert(args.cfg, args.weights, args.out or "weights", labels=labels, backend_only=args.backend_only)
     h = result["header"]
     print(f"{args.weights}: darknet {h['major']}.{h['minor']}.{h['revision']}, seen {h['seen']:,} images")
     print(f"Converted {len(result['layers'])} convolutional layers ({result['layers'][0]} ... {result['layers'][-1]}).")
@@ -227,16 +230,33 @@ def weights_command(args, config):
         print("Darknet weights (python main.py weights download NAME):")
         for name, entry in DARKNET_WEIGHTS.items():
             print(f"  {name:<24}{entry['weights']}")
-        present = sorted(f for f in os.listdir(args.out) if f.endswith(".h5")) if os.path.isdir(args.out) else []
-        print(f"In {args.out}/: {', '.join(present) or 'nothing yet'}")
+        out = args.out or "weights"
+        present = sorted(f for f in os.listdir(out) if f.endswith(".h5")) if os.path.isdir(out) else []
+        print(f"In {out}/: {', '.join(present) or 'nothing yet'}")
         return DARKNET_WEIGHTS
     if len(args.what) != 2 or args.what[0] != "download":
         fail(f"weights: expected 'download NAME', got {' '.join(args.what)!r}")
-    result = fetch_darknet(args.what[1], args.out)
+    result = fetch_darknet(args.what[1], args.out or "weights")
     print(f"Backend weights: {result['backend']}")
     if result["detector"]:
         print(f"Detector weights: {result['detector']} (config: {result['config']})")
     return result
+
+
+def data_command(args, config):
+    """`data download voc2012|voc2007 [--out DIR]`: the archives (resumable, md5-checked) unpacked into DIR."""
+    from downloads import VOC_DATASETS, fetch_voc
+
+    if not args.what:
+        print("Datasets (python main.py data download NAME [--out data]):")
+        for name, entry in VOC_DATASETS.items():
+            print(f"  {name:<10}{entry['size']:>12}  " + ", ".join(url for url, _ in entry["archives"]))
+        return VOC_DATASETS
+    if len(args.what) != 2 or args.what[0] != "download":
+        fail(f"data: expected 'download NAME', got {' '.join(args.what)!r}")
+    voc_dir = fetch_voc(args.what[1], args.out or "data")
+    print(f"PASCAL VOC in {voc_dir}: set train.voc_dir to it (config.json's default is data/VOCdevkit/VOC2012).")
+    return voc_dir
 
 
 def backends_command(args, config):
@@ -269,11 +289,12 @@ def main(argv=None):
             # evaluate / predict on a run's weights default to the config that run was trained with
             run_dir = weights_run_dir(args.weights) if args.weights and args.command != "train" else None
             args.config = os.path.join(run_dir, "config.json") if run_dir else "config.json"
-        if args.what and args.command != "weights":
+        if args.what and args.command not in ("weights", "data"):
             fail(f"unexpected argument(s) {' '.join(args.what)!r} for {args.command}")
         config, run_dir = resolve_config(args)
         commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command,
-                    "convert": convert_command, "weights": weights_command, "backends": backends_command}  # fmt: skip
+                    "convert": convert_command, "weights": weights_command, "data": data_command,
+                    "backends": backends_command}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args, config)
         return run_training(config, run_dir, verbose=args.verbose)

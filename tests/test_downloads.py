@@ -99,3 +99,147 @@ def test_fetch_darknet_prefix_downloads_and_converts(server, tmp_path):
     )
     with pytest.raises(DownloadError, match="Unknown weights 'nope'"):
         fetch_darknet("nope", str(tmp_path), registry)
+
+
+def voc_archive(folder, splits, count=8, extra=()):
+    """A small VOC-layout tar: VOCdevkit/<folder>/{JPEGImages, Annotations, ImageSets/Main/<split>.txt} of
+    generated shapes; `splits` {name: [image indices]}; `extra` TarInfo members (hostile ones) added last."""
+    import io
+    import tarfile
+    import tempfile
+
+    from demo_data import write_split
+
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as src, tarfile.open(fileobj=buffer, mode="w") as tar:
+        write_split(src, count, seed=3, size=(96, 96))
+        base = f"VOCdevkit/{folder}"
+        for kind, sub in (("images", "JPEGImages"), ("annotations", "Annotations")):
+            for name in sorted(os.listdir(os.path.join(src, kind))):
+                tar.add(os.path.join(src, kind, name), f"{base}/{sub}/{name}")
+        for split, indices in splits.items():
+            text = "".join(f"shapes_{i:04d}\n" for i in indices).encode()
+            info = tarfile.TarInfo(f"{base}/ImageSets/Main/{split}.txt")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+        for info in extra:
+            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def voc_server(server, monkeypatch):
+    """The VOC2012 archive of 8 images (train 0-5, val 6-7) served locally, registered as "voc2012"."""
+    import downloads
+
+    body = voc_archive("VOC2012", {"train": range(6), "val": range(6, 8)})
+    Files.files["/voc2012/VOCtrainval_11-May-2012.tar"] = body
+    url = f"{server}/voc2012/VOCtrainval_11-May-2012.tar"
+    entry = {"folder": "VOC2012", "size": "tiny", "archives": [(url, hashlib.md5(body).hexdigest())]}
+    monkeypatch.setitem(downloads.VOC_DATASETS, "voc2012", entry)
+    return url
+
+
+def test_voc2012_download_unpacks_and_trains_on_train_and_validates_on_val(voc_server, tmp_path):
+    import main as cli
+    from config import build_config
+    from datasets import load_datasets
+
+    voc_dir = cli.main(["data", "download", "voc2012", "--out", str(tmp_path / "data")])
+    assert voc_dir == str(tmp_path / "data" / "VOCdevkit" / "VOC2012")
+    assert len(os.listdir(os.path.join(voc_dir, "JPEGImages"))) == 8
+    config = build_config({"model": {"labels": ["ellipse", "rectangle", "triangle"]}, "train": {"voc_dir": voc_dir}})
+    train, valid, _ = load_datasets(config)
+    stems = lambda instances: sorted(os.path.basename(i["filename"])[:-4] for i in instances)  # noqa: E731
+    assert stems(train) == [f"shapes_{i:04d}" for i in range(6)] and stems(valid) == ["shapes_0006", "shapes_0007"]
+    asked = len(Files.requests)
+    cli.main(["data", "download", "voc2012", "--out", str(tmp_path / "data")])  # already there: nothing fetched
+    assert len(Files.requests) == asked
+
+
+def test_voc_download_resumes_a_cut_transfer_and_checks_the_md5(voc_server, tmp_path):
+    from downloads import fetch_voc
+
+    path = voc_server.split("127.0.0.1", 1)[1].split("/", 1)[1]
+    Files.cut = {"/" + path}
+    with pytest.raises(DownloadError, match="transfer stopped at .*Run the same command again to resume"):
+        fetch_voc("voc2012", str(tmp_path), progress=False)
+    assert fetch_voc("voc2012", str(tmp_path), progress=False).endswith("VOC2012")
+    assert Files.requests[-1][1] and Files.requests[-1][1].startswith("bytes=")  # only the rest was asked for
+
+    import downloads
+
+    downloads.VOC_DATASETS["voc2012"]["archives"] = [(voc_server, "0" * 32)]
+    with pytest.raises(DownloadError, match="checksum mismatch \\(md5 "):
+        fetch_voc("voc2012", str(tmp_path / "other"), progress=False)
+    downloads.VOC_DATASETS["voc2012"]["archives"] = [(voc_server + "x", None)]
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        fetch_voc("voc2012", str(tmp_path / "third"), progress=False)
+
+
+def _hostile(kind):
+    import tarfile
+
+    info = tarfile.TarInfo({"dotdot": "../evil.txt", "absolute": "/abs_evil.txt", "symlink": "VOCdevkit/link",
+                            "device": "VOCdevkit/dev"}[kind])  # fmt: skip
+    if kind == "symlink":
+        info.type, info.linkname = tarfile.SYMTYPE, "../../outside.txt"
+    elif kind == "device":
+        info.type = tarfile.CHRTYPE
+    else:
+        info.size = 1
+    return info
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "device"])
+def test_an_archive_member_escaping_the_target_folder_is_refused(tmp_path, kind):
+    from downloads import extract_tar
+
+    archive = tmp_path / "hostile.tar"
+    archive.write_bytes(voc_archive("VOC2012", {"train": range(2)}, count=2, extra=[_hostile(kind)]))
+    dest = tmp_path / "deep" / "dest"
+    dest.mkdir(parents=True)
+    with pytest.raises(DownloadError, match="refused to unpack it"):
+        extract_tar(str(archive), str(dest), progress=False)
+    assert os.listdir(dest) == []  # checked before anything was written
+    assert not (tmp_path / "deep" / "evil.txt").exists() and not os.path.exists(archive.as_posix() + ".extracted")
+
+
+def test_training_command_fetches_a_missing_voc_with_download(voc_server, tmp_path, capsys):
+    import json
+
+    import main as cli
+
+    voc_dir = tmp_path / "data" / "VOCdevkit" / "VOC2012"
+    config = {"model": {"labels": ["ellipse", "rectangle", "triangle"], "input_size": 96},
+              "train": {"voc_dir": str(voc_dir), "runs_dir": str(tmp_path / "runs")}}  # fmt: skip
+    (tmp_path / "c.json").write_text(json.dumps(config))
+    with pytest.raises(SystemExit) as stop:  # not in a terminal and no --download: a message, no prompt
+        cli.main(["anchors", "--config", str(tmp_path / "c.json"), "-n", "2"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "python main.py data download voc2012" in err and "--download" in err
+    result = cli.main(["anchors", "--config", str(tmp_path / "c.json"), "-n", "2", "--download"])
+    assert len(result["anchors"]) == 4 and (voc_dir / "Annotations").is_dir()
+
+
+def test_voc2007_plus_2012_trainval_against_voc2007_test(tmp_path):
+    """configs/voc0712.json's layout: training on both trainval sets, validating on VOC2007 test."""
+    import io
+    import json
+    import tarfile
+
+    from config import build_config
+    from datasets import load_datasets
+
+    for folder, splits in (("VOC2007", {"trainval": range(4), "test": range(4, 8)}),
+                           ("VOC2012", {"trainval": range(5)})):  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(voc_archive(folder, splits))) as tar:
+            tar.extractall(tmp_path, filter="data")
+    with open(os.path.join(os.path.dirname(__file__), "..", "configs", "voc0712.json")) as f:
+        raw = json.load(f)
+    raw["model"]["labels"] = ["ellipse", "rectangle", "triangle"]
+    raw["train"]["voc_dir"] = [str(tmp_path / "VOCdevkit" / name) for name in ("VOC2007", "VOC2012")]
+    raw["valid"]["valid_voc_dir"] = str(tmp_path / "VOCdevkit" / "VOC2007")
+    train, valid, _ = load_datasets(build_config(raw))
+    assert sorted(i["filename"].split("VOCdevkit")[1][1:8] for i in train) == ["VOC2007"] * 4 + ["VOC2012"] * 5
+    assert len(valid) == 4 and all("VOC2007" in i["filename"] for i in valid)

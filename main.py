@@ -11,6 +11,7 @@ python main.py convert --cfg yolov2-voc.cfg --weights yolov2-voc.weights  # dark
 python main.py weights download yolov2-voc          # fetch darknet's weights and convert them
 python main.py data download voc2012                # fetch and unpack PASCAL VOC2012 into data/VOCdevkit/
 python main.py backends [--bench]                   # parameters, GFLOPs, grid, weights, speed of each backend
+python main.py bench [--steps 10] [--bookkeeping]   # img/s of the pipeline, train step, fit, inference; FLOPs
 """
 
 import argparse
@@ -27,7 +28,7 @@ def parse_args(argv):
         "command",
         nargs="?",
         default="train",
-        choices=["train", "anchors", "evaluate", "predict", "convert", "weights", "data", "backends"],
+        choices=["train", "anchors", "evaluate", "predict", "convert", "weights", "data", "backends", "bench"],
         help="what to do (default: train)",
     )
     p.add_argument("what", nargs="*", help="weights, data: 'download NAME' (or nothing, to list what is available)")
@@ -71,6 +72,8 @@ def parse_args(argv):
     )
     use.add_argument("--max_frames", type=int, help="predict: stop a video or webcam after this many frames")
     p.add_argument("--bench", action="store_true", help="backends: also measure forward images/s here")
+    p.add_argument("--steps", type=int, default=10, help="bench: batches timed for each figure (default 10)")
+    p.add_argument("--bookkeeping", action="store_true", help="bench: also time VOC-scale parsing and scoring")
     dark = p.add_argument_group("convert (darknet weights; --weights names the .weights file)")
     dark.add_argument("--cfg", help="darknet cfg the weights were trained with, e.g. yolov2-voc.cfg")
     dark.add_argument("--out", help="output folder (default: weights/; for data download: data/)")
@@ -259,6 +262,28 @@ def data_command(args, config):
     return voc_dir
 
 
+def bench_command(args, config):
+    """The config's detector on its training images: pipeline, train step, fit, inference (see bench.py)."""
+    import keras
+
+    from bench import bookkeeping, format_bench, run_bench, write_bench
+    from datasets import load_datasets
+    from frontend import YOLO
+
+    if args.steps < 1:
+        fail(f"--steps must be at least 1, got {args.steps}")
+    train_set, _, _ = load_datasets(config)
+    keras.utils.set_random_seed(config["train"]["seed"])
+    yolo = YOLO.from_config(config, n_train_images=len(train_set))
+    result = run_bench(yolo, config, train_set, steps=args.steps)
+    if args.bookkeeping:
+        result["bookkeeping"] = bookkeeping()
+    print(format_bench(result))
+    path = write_bench(result, args.output or os.path.join(config["train"]["runs_dir"], "bench.json"))
+    print(f"Written to {path}")
+    return result
+
+
 def backends_command(args, config):
     from backends.report import backend_rows, format_rows, read_speeds
     from config import as_hw
@@ -294,7 +319,7 @@ def main(argv=None):
         config, run_dir = resolve_config(args)
         commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command,
                     "convert": convert_command, "weights": weights_command, "data": data_command,
-                    "backends": backends_command}  # fmt: skip
+                    "backends": backends_command, "bench": bench_command}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args, config)
         return run_training(config, run_dir, verbose=args.verbose)

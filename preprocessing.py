@@ -8,6 +8,7 @@ corners from instance_boxes on (utils.voc_to_corners), normalised to 0..1 after 
 
 import math
 import os
+import threading
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -221,13 +222,42 @@ def _rand_scale(rng, s):
 
 
 def distort_hsv(image, dhue, dsat, dexp):
-    """darknet's distort_image: hue shifted by dhue (fraction of the circle), S and V scaled."""
-    hsv = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = (hsv[..., 0] + dhue * 360.0) % 360.0
-    hsv[..., 1] = np.clip(hsv[..., 1] * dsat, 0, 1)
-    hsv[..., 2] = np.clip(hsv[..., 2] * dexp, 0, 1)
-    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    """darknet's distort_image: hue shifted by dhue (fraction of the circle), S and V scaled, in float32.
+
+    Written for speed (it was 70% of a training image's time): float32 scalars, the hue wrapped by one
+    conditional add or subtract instead of a float modulo, clipping only where a value can leave its range
+    (S, V and the pixels are never negative), and float buffers reused per thread, since fresh 2 MB arrays
+    cost more in page faults than the arithmetic. The result is bit-identical to the plain
+    `(h + dhue * 360) % 360`, `clip(s * dsat, 0, 1)`, `clip(rgb * 255 + 0.5, 0, 255)` version
+    (tests/test_preprocessing.py keeps it as the reference).
+    """
+    rgb, hsv = _float_workspace(image.shape)
+    np.divide(image, F32(255.0), out=rgb)
+    cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV, dst=hsv)
+    hue = hsv[..., 0]
+    hue += F32(dhue * 360.0)
+    np.subtract(hue, F32(360.0), out=hue, where=hue >= F32(360.0))
+    np.add(hue, F32(360.0), out=hue, where=hue < F32(0.0))
+    for channel, scale in ((1, dsat), (2, dexp)):
+        np.multiply(hsv[..., channel], F32(scale), out=hsv[..., channel])
+        np.minimum(hsv[..., channel], F32(1.0), out=hsv[..., channel])
+    cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=rgb)
+    rgb *= F32(255.0)
+    rgb += F32(0.5)
+    np.minimum(rgb, F32(255.0), out=rgb)
+    return rgb.astype(np.uint8)
+
+
+F32 = np.float32
+_workspaces = threading.local()
+
+
+def _float_workspace(shape):
+    """Two float32 arrays of `shape`, allocated once per thread and shape."""
+    buffers = getattr(_workspaces, "buffers", None)
+    if buffers is None or buffers[0].shape != shape:
+        buffers = _workspaces.buffers = (np.empty(shape, np.float32), np.empty(shape, np.float32))
+    return buffers
 
 
 def best_anchor(box_w, box_h, anchors):

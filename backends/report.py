@@ -10,10 +10,13 @@ import numpy as np
 from backends.common import BACKENDS, layers_with_weights
 
 
-def count_flops(model):
-    """2 x the multiply-accumulates of the convolution and dense layers (what darknet prints as BFLOPs)."""
+def count_flops(model, trainable_only=False):
+    """2 x the multiply-accumulates of the convolution and dense layers (what darknet prints as BFLOPs);
+    `trainable_only`: of the layers that train."""
     macs = 0
     for layer in layers_with_weights(model):
+        if trainable_only and not layer.trainable:
+            continue
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             kh, kw, cin, mult = layer.kernel.shape
             macs += _positions(layer) * kh * kw * cin * mult

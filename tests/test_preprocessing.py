@@ -127,6 +127,34 @@ def test_flip_happens_and_moves_box():
     assert 3 < flipped < 17
 
 
+def reference_distort_hsv(image, dhue, dsat, dexp):
+    """distort_hsv as first written (darknet's distort_image in float32, plainly): the reference."""
+    hsv = cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = (hsv[..., 0] + dhue * 360.0) % 360.0
+    hsv[..., 1] = np.clip(hsv[..., 1] * dsat, 0, 1)
+    hsv[..., 2] = np.clip(hsv[..., 2] * dexp, 0, 1)
+    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def test_distort_hsv_is_bit_identical_to_the_plain_version():
+    from preprocessing import distort_hsv
+
+    rng = np.random.default_rng(5)
+    for k in range(60):
+        image = rng.integers(0, 256, (int(rng.integers(1, 90)), int(rng.integers(1, 90)), 3), dtype=np.uint8)
+        if k % 3 == 0:  # saturated and gray pixels, where the clipping and the hue wrap matter
+            image[::2] = rng.choice([0, 255], size=image[::2].shape).astype(np.uint8)
+            image[1::4] = image[1::4, :, :1]
+        draws = (float(rng.uniform(-0.5, 0.5)), float(rng.uniform(1 / 3, 3)), float(rng.uniform(1 / 3, 3)))
+        np.testing.assert_array_equal(
+            distort_hsv(image, *draws), reference_distort_hsv(image, *draws), err_msg=str(draws)
+        )
+    image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    for draws in ((0.5, 1.0, 1.0), (-0.5, 1.0, 1.0), (0.0, 10.0, 10.0), (0.1, 0.0, 0.0)):  # both wraps, clips, zero
+        np.testing.assert_array_equal(distort_hsv(image, *draws), reference_distort_hsv(image, *draws))
+
+
 def test_resize_maps_boxes_for_any_aspect():
     image = white_box_image((40, 30, 100, 90), size=(120, 160))
     out, boxes = resize_for_network(image, np.array([[40, 30, 100, 90]], np.float32), (64, 64))

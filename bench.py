@@ -1,0 +1,172 @@
+"""`python main.py bench`: where training and inference time goes on this machine, as a table and JSON.
+
+For the config's detector (backend, input size, batch, frozen or not) on its training images:
+* pipeline: BatchGenerator alone (JPEG decode, augmentation, target encoding) on `workers` threads, img/s;
+* step: the bare train step on one batch already converted to backend tensors, img/s;
+* fit: `model.fit` through the whole pipeline, img/s (the second epoch: the first one compiles);
+  fit / step says how much the pipeline costs the accelerator;
+* inference: img/s at batch 64 and the batch-1 latency, on tensors already converted;
+* FLOPs per image (2 x multiply-accumulates, as darknet counts) and what the measured rates achieve:
+  inference counts the forward pass, training the forward pass plus twice the trainable layers' (backward).
+With `--bookkeeping`: parsing 10,000 VOC annotation files, and scoring 5,000 images with 20 classes and
+100 detections each (VOC and COCO AP), the parts of a VOC-scale run that do not touch the network.
+"""
+
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import keras
+import numpy as np
+
+from backends.report import count_flops
+from config import generator_args, optimizer_args
+from preprocessing import BatchGenerator, ParseReport, TargetLayout, parse_annotation
+from weight_files import atomic_write
+
+
+def images_per_second(run, images, repeats):
+    """`run()` once to warm up (compilation), then `repeats` times timed -> images per second."""
+    run()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return images * repeats / (time.perf_counter() - start)
+
+
+def pipeline_rate(generator, steps, workers):
+    """Batches produced by `workers` threads, as Keras' PyDataset runs them for fit."""
+    with ThreadPoolExecutor(workers) as pool:
+        start = time.perf_counter()
+        list(pool.map(generator.__getitem__, [i % len(generator) for i in range(steps)]))
+    return steps * generator.batch_size / (time.perf_counter() - start)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_runs=20):
+    """-> dict of the figures the module docstring lists (the Python API of `main.py bench`)."""
+    from training import make_optimizer
+
+    layout = TargetLayout.of(yolo)
+    train_args = generator_args(config, "train")
+    generator = BatchGenerator(instances, layout, **train_args)
+    batch_size = generator.batch_size
+    yolo.model.compile(optimizer=make_optimizer(10 * steps, **optimizer_args(config)))
+
+    x, y = generator[0]
+    x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, (x, y))
+    step = images_per_second(lambda: yolo.model.train_on_batch(x, y), batch_size, steps)
+
+    timer = EpochTimer()
+    yolo.model.fit(generator, epochs=2, steps_per_epoch=min(steps, len(generator)), callbacks=[timer], verbose=0)
+    fit = min(steps, len(generator)) * batch_size / timer.seconds
+
+    shape = (*layout.input_hw, layout.channels)
+    rng = np.random.default_rng(0)
+    many = keras.ops.convert_to_tensor(rng.integers(0, 256, (inference_batch, *shape), dtype=np.uint8))
+    one = keras.ops.convert_to_tensor(rng.integers(0, 256, (1, *shape), dtype=np.uint8))
+    inference = images_per_second(lambda: yolo.inference_model.predict_on_batch(many), inference_batch, 3)
+    yolo.inference_model.predict_on_batch(one)
+    latencies = []
+    for _ in range(latency_runs):
+        start = time.perf_counter()
+        yolo.inference_model.predict_on_batch(one)
+        latencies.append(time.perf_counter() - start)
+
+    forward = count_flops(yolo.inference_model)
+    trained = count_flops(yolo.inference_model, trainable_only=True)
+    training_flops = forward + 2 * trained
+    return {
+        "keras_backend": keras.backend.backend(),
+        "backend": yolo.backend.name,
+        "input_size": list(layout.input_hw),
+        "batch_size": batch_size,
+        "freeze_backend": yolo.freeze_backend,
+        "trainable_parameters": sum(int(np.prod(v.shape)) for v in yolo.model.trainable_weights),
+        "images": len(instances),
+        "workers": train_args["workers"],
+        "pipeline_img_s": pipeline_rate(generator, steps, train_args["workers"]),
+        "step_img_s": step,
+        "fit_img_s": fit,
+        "fit_over_step": fit / step,
+        "inference_img_s": inference,
+        "inference_batch": inference_batch,
+        "latency_ms": 1000 * float(np.median(latencies)),
+        "gflops_per_image": forward / 1e9,
+        "training_gflops_per_image": training_flops / 1e9,
+        "inference_tflop_s": forward * inference / 1e12,
+        "training_tflop_s": training_flops * step / 1e12,
+    }
+
+
+def bookkeeping(n_files=10_000, n_images=5_000, n_classes=20, per_image=100, seed=0):
+    """Seconds to parse `n_files` VOC XML files, and to score `n_images` x `per_image` detections over
+    `n_classes` classes (3 objects an image) with VOC and COCO AP."""
+    from demo_data import VOC_OBJECT, VOC_XML
+    from evaluate import evaluate_detections
+
+    rng = np.random.default_rng(seed)
+    labels = [f"class{c}" for c in range(n_classes)]
+    with tempfile.TemporaryDirectory() as folder:
+        obj = VOC_OBJECT.format(name="class3", xmin=10, ymin=20, xmax=200, ymax=150)
+        for i in range(n_files):
+            with open(os.path.join(folder, f"{i:06d}.xml"), "w") as f:
+                f.write(VOC_XML.format(filename=f"{i:06d}.jpg", width=500, height=375, objects=obj * 2))
+        report = ParseReport()
+        start = time.perf_counter()
+        parse_annotation(folder, folder, labels, report=report)  # images absent: each is skipped after parsing
+        parse_seconds = time.perf_counter() - start
+
+    instances, detections = [], []
+    for _ in range(n_images):
+        corners = rng.uniform(0, 250, (3, 2))
+        boxes = np.concatenate([corners, corners + rng.uniform(20, 200, (3, 2))], axis=1)
+        classes = rng.integers(0, n_classes, 3)
+        instances.append({"object": [{"name": labels[c], "difficult": False, **dict(zip(("xmin", "ymin", "xmax", "ymax"), b))}
+                                     for b, c in zip(boxes, classes)]})  # fmt: skip
+        noise = boxes[rng.integers(0, 3, per_image)] + rng.normal(0, 15, (per_image, 4))
+        detections.append((noise, rng.uniform(0.005, 1, per_image), rng.integers(0, n_classes, per_image)))
+    start = time.perf_counter()
+    results = evaluate_detections(instances, detections, labels, "voc", 0.3)
+    scored = sum(r["n_det"] for r in results["classes"].values())
+    return {"parse_files": report.files, "parse_s": parse_seconds, "eval_images": n_images,
+            "eval_detections": scored, "eval_s": time.perf_counter() - start}  # fmt: skip
+
+
+def format_bench(result):
+    lines = [f"bench: {result['backend']} {result['input_size'][1]}x{result['input_size'][0]}, batch "
+             f"{result['batch_size']}, freeze_backend {result['freeze_backend']} "
+             f"({result['trainable_parameters']:,} trainable parameters), Keras on {result['keras_backend']}, "
+             f"{result['images']} training images, {result['workers']} loader threads",
+             f"{'input pipeline alone (JPEG)':<34}{result['pipeline_img_s']:>10.1f} img/s",
+             f"{'train step, synthetic batch':<34}{result['step_img_s']:>10.1f} img/s"
+             f"{result['training_tflop_s']:>10.3f} TFLOP/s",
+             f"{'fit through the pipeline':<34}{result['fit_img_s']:>10.1f} img/s   fit / step "
+             f"{result['fit_over_step']:.2f}",
+             f"{'inference, batch ' + str(result['inference_batch']):<34}{result['inference_img_s']:>10.1f} img/s"
+             f"{result['inference_tflop_s']:>10.3f} TFLOP/s",
+             f"{'inference latency, batch 1':<34}{result['latency_ms']:>10.2f} ms",
+             f"{'GFLOPs per image':<34}{result['gflops_per_image']:>10.2f} forward, "
+             f"{result['training_gflops_per_image']:.2f} training"]  # fmt: skip
+    if "bookkeeping" in result:
+        b = result["bookkeeping"]
+        lines += [f"{'parse ' + format(b['parse_files'], ',') + ' annotation files':<34}{b['parse_s']:>10.2f} s",
+                  f"{'score ' + format(b['eval_detections'], ',') + ' detections':<34}{b['eval_s']:>10.2f} s"
+                  f"   ({b['eval_images']:,} images, VOC + COCO AP)"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def write_bench(result, path):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with atomic_write(path) as tmp, open(tmp, "w") as f:
+        json.dump(result, f, indent=2)
+    return path

@@ -1,0 +1,33 @@
+"""main.py bench: the figures it prints and stores, their arithmetic (ratio, FLOPs by hand), bookkeeping."""
+
+import json
+
+import main as cli
+from bench import bookkeeping
+
+
+def test_bench_reports_consistent_figures(tmp_path, capsys, demo_like_config):
+    path, config = demo_like_config(tmp_path, train_count=8, valid_count=2)
+    config["model"].update(input_size=64, freeze_backend=True, anchors=[1.0, 1.0, 2.0, 2.0])
+    config["train"]["batch_size"] = 2
+    (tmp_path / "bench.json").write_text(json.dumps(config))
+    result = cli.main(["bench", "--config", str(tmp_path / "bench.json"), "--steps", "2", "--output",
+                       str(tmp_path / "out" / "bench.json")])  # fmt: skip
+    assert json.loads((tmp_path / "out" / "bench.json").read_text()) == result
+    out = capsys.readouterr().out
+    assert "input pipeline alone" in out and "fit / step" in out and "latency, batch 1" in out
+    for key in ("pipeline_img_s", "step_img_s", "fit_img_s", "inference_img_s", "latency_ms"):
+        assert result[key] > 0, key
+    assert abs(result["fit_over_step"] - result["fit_img_s"] / result["step_img_s"]) < 1e-9
+    # frozen MobileNet 0.25 at 64 px: only the 1x1 head trains, 2 x 2 cells x 256 inputs x 2 anchors x (5 + 3)
+    head_flops = 2 * (2 * 2) * 256 * (2 * 8)
+    backward = result["training_gflops_per_image"] - result["gflops_per_image"]
+    assert abs(backward * 1e9 - 2 * head_flops) < 1e-3
+    assert result["trainable_parameters"] == 256 * 16 + 16
+    assert abs(result["inference_tflop_s"] - result["gflops_per_image"] * result["inference_img_s"] / 1e3) < 1e-9
+
+
+def test_bookkeeping_parses_every_file_and_scores_every_detection():
+    result = bookkeeping(n_files=40, n_images=10, n_classes=4, per_image=7)
+    assert result["parse_files"] == 40 and result["eval_detections"] == 70
+    assert result["parse_s"] > 0 and result["eval_s"] > 0

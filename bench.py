@@ -1,7 +1,8 @@
 """`python main.py bench`: where training and inference time goes on this machine, as a table and JSON.
 
 For the config's detector (backend, input size, batch, frozen or not) on its training images:
-* pipeline: BatchGenerator alone (JPEG decode, augmentation, target encoding) on `workers` threads, img/s;
+* pipeline: BatchGenerator alone (augmentation, target encoding) on `workers` threads, img/s, decoding the
+  JPEGs and reading the decode-once cache (its build time and size too);
 * step: the bare train step on one batch already converted to backend tensors, img/s;
 * fit: `model.fit` through the whole pipeline, img/s (the second epoch: the first one compiles);
   fit / step says how much the pipeline costs the accelerator;
@@ -23,6 +24,7 @@ import numpy as np
 
 from backends.report import count_flops
 from config import generator_args, optimizer_args
+from image_cache import open_cache
 from preprocessing import BatchGenerator, ParseReport, TargetLayout, parse_annotation
 from weight_files import atomic_write
 
@@ -54,58 +56,68 @@ class EpochTimer(keras.callbacks.Callback):
 
 def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_runs=20):
     """-> dict of the figures the module docstring lists (the Python API of `main.py bench`)."""
+    layout, train_args = TargetLayout.of(yolo), generator_args(config, "train")
+    from_jpeg = BatchGenerator(instances, layout, **train_args)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        start = time.perf_counter()
+        cache = open_cache([i["filename"] for i in instances], cache_dir, train_args["workers"], progress=False)
+        cache_figures = {"cache_build_s": time.perf_counter() - start, "cache_mib": cache.nbytes() / 2**20}
+        from_cache = BatchGenerator(instances, layout, **train_args, cache=cache)
+        pipelines = {"pipeline_img_s": pipeline_rate(from_jpeg, steps, train_args["workers"]),
+                     "pipeline_cache_img_s": pipeline_rate(from_cache, steps, train_args["workers"])}  # fmt: skip
+        # fit reads images as training does: through the cache when train.cache_images is on
+        training = train_step_and_fit(yolo, config, from_cache if config["train"]["cache_images"] else from_jpeg, steps)
+        del cache, from_cache  # the memory map is closed before its folder goes
+    inference = inference_rates(yolo, (*layout.input_hw, layout.channels), inference_batch, latency_runs)
+    forward = count_flops(yolo.inference_model)
+    training_flops = forward + 2 * count_flops(yolo.inference_model, trainable_only=True)
+    training_tflop_s = training_flops * training["step_img_s"] / 1e12
+    return {
+        "keras_backend": keras.backend.backend(),
+        "backend": yolo.backend.name,
+        "input_size": list(layout.input_hw),
+        "batch_size": from_jpeg.batch_size,
+        "freeze_backend": yolo.freeze_backend,
+        "trainable_parameters": sum(int(np.prod(v.shape)) for v in yolo.model.trainable_weights),
+        "images": len(instances),
+        "workers": train_args["workers"],
+        **pipelines,
+        **cache_figures,
+        **training,
+        **inference,
+        "gflops_per_image": forward / 1e9,
+        "training_gflops_per_image": training_flops / 1e9,
+        "inference_tflop_s": forward * inference["inference_img_s"] / 1e12,
+        "training_tflop_s": training_tflop_s,
+    }
+
+
+def train_step_and_fit(yolo, config, generator, steps):
+    """The bare train step on one batch already converted to backend tensors, then fit through `generator`."""
     from training import make_optimizer
 
-    layout = TargetLayout.of(yolo)
-    train_args = generator_args(config, "train")
-    generator = BatchGenerator(instances, layout, **train_args)
-    batch_size = generator.batch_size
     yolo.model.compile(optimizer=make_optimizer(10 * steps, **optimizer_args(config)))
+    x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, generator[0])
+    step = images_per_second(lambda: yolo.model.train_on_batch(x, y), generator.batch_size, steps)
+    timer, fit_steps = EpochTimer(), min(steps, len(generator))
+    yolo.model.fit(generator, epochs=2, steps_per_epoch=fit_steps, callbacks=[timer], verbose=0)
+    fit = fit_steps * generator.batch_size / timer.seconds
+    return {"step_img_s": step, "fit_img_s": fit, "fit_over_step": fit / step}
 
-    x, y = generator[0]
-    x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, (x, y))
-    step = images_per_second(lambda: yolo.model.train_on_batch(x, y), batch_size, steps)
 
-    timer = EpochTimer()
-    yolo.model.fit(generator, epochs=2, steps_per_epoch=min(steps, len(generator)), callbacks=[timer], verbose=0)
-    fit = min(steps, len(generator)) * batch_size / timer.seconds
-
-    shape = (*layout.input_hw, layout.channels)
+def inference_rates(yolo, shape, batch, latency_runs):
+    """img/s of the inference model at `batch`, and the median batch-1 latency, on converted tensors."""
     rng = np.random.default_rng(0)
-    many = keras.ops.convert_to_tensor(rng.integers(0, 256, (inference_batch, *shape), dtype=np.uint8))
+    many = keras.ops.convert_to_tensor(rng.integers(0, 256, (batch, *shape), dtype=np.uint8))
     one = keras.ops.convert_to_tensor(rng.integers(0, 256, (1, *shape), dtype=np.uint8))
-    inference = images_per_second(lambda: yolo.inference_model.predict_on_batch(many), inference_batch, 3)
+    rate = images_per_second(lambda: yolo.inference_model.predict_on_batch(many), batch, 3)
     yolo.inference_model.predict_on_batch(one)
     latencies = []
     for _ in range(latency_runs):
         start = time.perf_counter()
         yolo.inference_model.predict_on_batch(one)
         latencies.append(time.perf_counter() - start)
-
-    forward = count_flops(yolo.inference_model)
-    trained = count_flops(yolo.inference_model, trainable_only=True)
-    training_flops = forward + 2 * trained
-    return {
-        "keras_backend": keras.backend.backend(),
-        "backend": yolo.backend.name,
-        "input_size": list(layout.input_hw),
-        "batch_size": batch_size,
-        "freeze_backend": yolo.freeze_backend,
-        "trainable_parameters": sum(int(np.prod(v.shape)) for v in yolo.model.trainable_weights),
-        "images": len(instances),
-        "workers": train_args["workers"],
-        "pipeline_img_s": pipeline_rate(generator, steps, train_args["workers"]),
-        "step_img_s": step,
-        "fit_img_s": fit,
-        "fit_over_step": fit / step,
-        "inference_img_s": inference,
-        "inference_batch": inference_batch,
-        "latency_ms": 1000 * float(np.median(latencies)),
-        "gflops_per_image": forward / 1e9,
-        "training_gflops_per_image": training_flops / 1e9,
-        "inference_tflop_s": forward * inference / 1e12,
-        "training_tflop_s": training_flops * step / 1e12,
-    }
+    return {"inference_img_s": rate, "inference_batch": batch, "latency_ms": 1000 * float(np.median(latencies))}
 
 
 def bookkeeping(n_files=10_000, n_images=5_000, n_classes=20, per_image=100, seed=0):
@@ -148,6 +160,8 @@ def format_bench(result):
              f"({result['trainable_parameters']:,} trainable parameters), Keras on {result['keras_backend']}, "
              f"{result['images']} training images, {result['workers']} loader threads",
              f"{'input pipeline alone (JPEG)':<34}{result['pipeline_img_s']:>10.1f} img/s",
+             f"{'input pipeline alone (cache)':<34}{result['pipeline_cache_img_s']:>10.1f} img/s   cache built in "
+             f"{result['cache_build_s']:.1f} s, {result['cache_mib']:.1f} MiB",
              f"{'train step, synthetic batch':<34}{result['step_img_s']:>10.1f} img/s"
              f"{result['training_tflop_s']:>10.3f} TFLOP/s",
              f"{'fit through the pipeline':<34}{result['fit_img_s']:>10.1f} img/s   fit / step "

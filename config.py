@@ -79,6 +79,9 @@ DEFAULTS = {
         "runs_dir": "runs",
         "run_name": "",
         "workers": 2,
+        # decode every image once into a memory-mapped cache (image_cache.py) that later epochs and runs read
+        "cache_images": True,
+        "cache_dir": "",  # "": <runs_dir>/cache
         "seed": 0,
         "prediction_images": 8,
     },
@@ -157,12 +160,12 @@ KINDS = {
     "a number from 0 to 1": [("train", "ignore_threshold"), ("train", "hue"),
                            ("valid", "score_threshold"), ("valid", "nms_threshold")],
     "a number of at least 1": [("train", "saturation"), ("train", "exposure")],
-    "true or false": [("train", "flip"), ("train", "download_data")],
+    "true or false": [("train", "flip"), ("train", "download_data"), ("train", "cache_images")],
     "text or a list of text": [("train", "voc_dir"), ("valid", "valid_voc_dir")],
     "non-empty text": [("model", "backend"), ("train", "runs_dir")],
     "text (a path or name)": [("model", "backend_weights"), ("train", "train_split"),
              ("train", "train_image_folder"), ("train", "train_annot_folder"), ("train", "demo_dataset"),
-             ("train", "pretrained_weights"), ("train", "saved_weights_name"), ("train", "run_name"),
+             ("train", "pretrained_weights"), ("train", "saved_weights_name"), ("train", "run_name"), ("train", "cache_dir"),
              ("valid", "valid_image_folder"), ("valid", "valid_annot_folder"), ("valid", "valid_split")],
     "a JSON object": [("model", "backend_options")],
 }  # fmt: skip

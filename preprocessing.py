@@ -313,11 +313,14 @@ class BatchGenerator(keras.utils.PyDataset):
     `seen` (images shown before this batch, darknet's net.seen) drives the loss's warm-up.
     Each batch has exactly batch_size images (the last one wraps around) so compiled steps
     keep one shape. Unreadable images are skipped, counted and replaced by another image.
-    The settings come from config.generator_args; `augmentation` None means a plain resize.
+    The settings come from config.generator_args; `augmentation` None means a plain resize. With a `cache`
+    (image_cache.ImageCache) images are read from it instead of decoded.
     """
 
-    def __init__(self, instances, layout, batch_size, augmentation, shuffle, times, seed, count_seen, workers):
+    def __init__(self, instances, layout, batch_size, augmentation, shuffle, times, seed, count_seen, workers,
+                 cache=None):  # fmt: skip
         super().__init__(workers=workers)
+        self.cache = cache
         if not instances:
             raise ValueError("BatchGenerator needs at least one image")
         self.instances = instances
@@ -355,7 +358,7 @@ class BatchGenerator(keras.utils.PyDataset):
     def load(self, index, rng):
         """-> (image uint8 (h, w, channels), normalised boxes (N, 4), class ids) of instance `index`."""
         instance = self.instances[index]
-        image = None if index in self.bad_images else decode_image(instance["filename"])
+        image = None if index in self.bad_images else self.read(instance["filename"])
         if image is None:
             if index not in self.bad_images:
                 self.bad_images.add(index)
@@ -377,6 +380,11 @@ class BatchGenerator(keras.utils.PyDataset):
         keep = ((boxes[:, 2] - boxes[:, 0]) > 0.001) & ((boxes[:, 3] - boxes[:, 1]) > 0.001)
         class_ids = [self.label_index[n] for n, k in zip(names, keep) if k]
         return to_channels(image, self.layout.channels), boxes[keep], class_ids
+
+    def read(self, path):
+        if self.cache is not None and path in self.cache:
+            return self.cache[path]
+        return decode_image(path)
 
     def __getitem__(self, idx):
         layout, batch_size = self.layout, self.batch_size

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import time
 
 import cv2
 import h5py
@@ -20,6 +21,7 @@ from datasets import load_datasets
 from errors import UserError
 from evaluate import MapEvaluation, predict_instances, report_evaluation
 from frontend import YOLO
+from image_cache import open_cache
 from images import decode_image
 from preprocessing import BatchGenerator, TargetLayout
 from utils import draw_boxes
@@ -144,10 +146,23 @@ def check_weights(yolo, config):
 
 
 def make_generators(config, yolo, train_set, valid_set):
-    layout = TargetLayout.of(yolo)
-    train_gen = BatchGenerator(train_set, layout, **generator_args(config, "train"))
-    valid_gen = BatchGenerator(valid_set, layout, **generator_args(config, "valid"))
+    layout, cache = TargetLayout.of(yolo), image_cache(config, train_set + valid_set)
+    train_gen = BatchGenerator(train_set, layout, **generator_args(config, "train"), cache=cache)
+    valid_gen = BatchGenerator(valid_set, layout, **generator_args(config, "valid"), cache=cache)
     return train_gen, valid_gen
+
+
+def image_cache(config, instances):
+    """The decode-once cache of the run's images (train.cache_images), built on first use; None when off."""
+    train_cfg = config["train"]
+    if not train_cfg["cache_images"]:
+        return None
+    start = time.perf_counter()
+    cache_dir = train_cfg["cache_dir"] or os.path.join(train_cfg["runs_dir"], "cache")
+    cache = open_cache([i["filename"] for i in instances], cache_dir, train_cfg["workers"])
+    print(f"Image cache: {len(cache)} images, {cache.nbytes() / 2**20:.1f} MiB in {cache.folder} "
+          f"({time.perf_counter() - start:.1f} s).")  # fmt: skip
+    return cache
 
 
 def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch):

@@ -63,6 +63,8 @@ DEFAULTS = {
         "ignore_threshold": 0.6,
         "saved_weights_name": "",
         "optimizer": "adam",
+        # "mixed_bfloat16" / "mixed_float16": layers compute in 16 bits, weights, head output and loss in float32
+        "precision": "float32",
         "momentum": 0.9,
         "weight_decay": 0.0005,
         "lr_schedule": "cosine",
@@ -173,6 +175,7 @@ KINDS = {
 CHOICES = {
     ("model", "input_channels"): (3, 1),
     ("train", "optimizer"): ("adam", "sgd"),
+    ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
     ("train", "lr_schedule"): ("constant", "cosine", "steps"),
 }
 
@@ -318,6 +321,7 @@ def detector_args(config, n_train_images=None):
         "input_channels": model["input_channels"],
         "head_layers": model["head_layers"],
         "head_filters": model["head_filters"],
+        "precision": config["train"]["precision"],
         "loss_options": loss_args(config, n_train_images),
     }
 

@@ -10,6 +10,8 @@ Which backend layers train (backends/freezing.py), where pretrained weights come
 file format (weight_files.py), and what a config means (config.detector_args) live elsewhere.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 
@@ -23,7 +25,7 @@ from loss import YoloLoss
 from preprocessing import network_input
 from utils import detect
 
-MODEL, VALID = DEFAULTS["model"], DEFAULTS["valid"]
+MODEL, TRAIN, VALID = DEFAULTS["model"], DEFAULTS["train"], DEFAULTS["valid"]
 
 
 class YoloTrainingModel(keras.Model):
@@ -51,7 +53,7 @@ class YOLO:
     def __init__(self, backend, input_size, labels, max_box_per_image, anchors,
                  freeze_backend=MODEL["freeze_backend"], backend_weights=MODEL["backend_weights"], backend_options=None,
                  loss_options=None, load_pretrained=True, input_channels=MODEL["input_channels"],
-                 head_layers=MODEL["head_layers"], head_filters=MODEL["head_filters"]):  # fmt: skip
+                 head_layers=MODEL["head_layers"], head_filters=MODEL["head_filters"], precision=TRAIN["precision"]):  # fmt: skip
         validate_model({"backend": backend, "input_size": input_size, "labels": labels, "anchors": anchors,
                         "max_box_per_image": max_box_per_image, "freeze_backend": freeze_backend,
                         "input_channels": input_channels, "head_layers": head_layers, "head_filters": head_filters},
@@ -63,20 +65,23 @@ class YOLO:
         self.anchors, self.nb_box = [float(a) for a in anchors], len(anchors) // 2
         self.max_box_per_image = max_box_per_image
         self.head_layers, self.head_filters = head_layers, head_filters
-        self.freeze_backend = freeze_backend
+        self.freeze_backend, self.precision = freeze_backend, precision
 
-        # === Backbone ===
-        self.backend = get_backend(backend, **(backend_options or {}))
-        self.backend_model = self.backend.build(self.input_shape)
-        self.backend_weights, not_pretrained = weight_files.load_pretrained_backend(
-            self.backend, self.backend_model, (backend_weights or "") if load_pretrained else weight_files.FROM_SCRATCH
-        )
-        freeze_layers(self.backend_model, freeze_backend, keep_trainable=not_pretrained)
-        self.grid_h, self.grid_w = self.backend_model.output.shape[1:3]
+        with dtype_policy(precision):
+            # === Backbone ===
+            self.backend = get_backend(backend, **(backend_options or {}))
+            self.backend_model = self.backend.build(self.input_shape)
+            self.backend_weights, not_pretrained = weight_files.load_pretrained_backend(
+                self.backend,
+                self.backend_model,
+                (backend_weights or "") if load_pretrained else weight_files.FROM_SCRATCH,
+            )
+            freeze_layers(self.backend_model, freeze_backend, keep_trainable=not_pretrained)
+            self.grid_h, self.grid_w = self.backend_model.output.shape[1:3]
 
-        # === Functional Model ===
-        self.loss = YoloLoss(self.anchors, **(loss_options or loss_args(DEFAULTS)))
-        self.model, self.inference_model = self._build_models()
+            # === Functional Model ===
+            self.loss = YoloLoss(self.anchors, **(loss_options or loss_args(DEFAULTS)))
+            self.model, self.inference_model = self._build_models()
 
     @classmethod
     def from_config(cls, config, load_pretrained=True, n_train_images=None):
@@ -91,13 +96,14 @@ class YOLO:
         # ImageNet backbone gives classification features that one linear 1x1 conv localises poorly.
         for index in range(1, self.head_layers + 1):
             x = conv_bn_leaky(x, self.head_filters, 3, index, prefix="head_")
-        # Small initial weights: the head starts near "anchor prior at the cell centre, objectness 0.5".
-        head = keras.layers.Conv2D(self.nb_box * (4 + 1 + self.nb_class), 1, name="DetectionLayer",
+        # Small initial weights: the head starts near "anchor prior at the cell centre, objectness 0.5". It computes
+        # in float32 under mixed precision too: box offsets and logits need more than bfloat16's 3 digits.
+        head = keras.layers.Conv2D(self.nb_box * (4 + 1 + self.nb_class), 1, name="DetectionLayer", dtype="float32",
                                    kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))(x)  # fmt: skip
         shape = (self.grid_h, self.grid_w, self.nb_box, 4 + 1 + self.nb_class)
-        output = keras.layers.Reshape(shape, name="reshape")(head)
+        output = keras.layers.Reshape(shape, name="reshape", dtype="float32")(head)
         # keras-yolo2's "hack": true_boxes become a model input the loss can read; inference does without it.
-        training_output = GroundTruthPassthrough(name="true_boxes_hack")([output, true_boxes])
+        training_output = GroundTruthPassthrough(name="true_boxes_hack", dtype="float32")([output, true_boxes])
         model = YoloTrainingModel(inputs={"input_image": image, "true_boxes": true_boxes}, outputs=training_output,
                                   yolo_loss=self.loss, name="yolov2")  # fmt: skip
         return model, keras.Model(image, output, name="yolov2_inference")
@@ -171,3 +177,15 @@ class YOLO:
 
     def summary(self, **kwargs):
         self.model.summary(**kwargs)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Layers built inside compute as `name` says ("mixed_bfloat16": bfloat16 maths, float32 weights); the
+    global policy is restored afterwards, so one detector's precision never leaks into another."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -42,10 +42,18 @@ predicted = yolo.predict("tests/data/shapes.jpg", score_threshold=0.0)
 gray = YOLO(backend="MobileNet", input_size=64, labels=["a"], max_box_per_image=4, anchors=[1, 1],
             backend_options={"alpha": 0.25}, load_pretrained=False, input_channels=1, head_layers=1, head_filters=8)
 gray_predicted = gray.predict("tests/data/shapes.jpg", score_threshold=0.0)
+bf16 = YOLO(backend="MobileNet", input_size=64, labels=["a"], max_box_per_image=4, anchors=[1, 1],
+            backend_options={"alpha": 0.25}, load_pretrained=False, freeze_backend=False, precision="mixed_bfloat16")
+bf16.model.compile(optimizer=keras.optimizers.Adam(1e-3))
+bf16_x = {"input_image": np.zeros((2, 64, 64, 3), np.uint8), "true_boxes": np.zeros((2, 1, 1, 1, 4, 4), np.float32)}
+bf16_loss = bf16.model.train_on_batch(bf16_x, {"grid": np.zeros((2, 2, 2, 1, 6), np.float32),
+                                              "seen": np.full((2,), 1e9, np.float32)})[0]
+bf16_conv = next(l for l in bf16.backend_model._flatten_layers() if isinstance(l, keras.layers.Conv2D)).compute_dtype
 print(json.dumps({"loss": float(total), "terms": {k: float(v) for k, v in terms.items()},
                   "fit_loss": history.history["loss"][0], "map": history.history["val_map50"][0],
                   "predicted": len(predicted), "head_changed": bool(np.abs(np.array(head.kernel) - before).max() > 0),
                   "gray_predicted": len(gray_predicted), "gray_input": list(gray.inference_model.input.shape[1:]),
+                  "bf16_loss": float(bf16_loss), "bf16_conv": bf16_conv,
                   "shape": list(yolo.inference_model.predict_on_batch(np.zeros((1, 128, 128, 3), np.uint8)).shape)}))
 """
 
@@ -79,3 +87,4 @@ def test_loss_and_train_step_under_jax(tmp_path, make_loss):
     assert result["predicted"] > 0  # every candidate passes threshold 0; NMS leaves at least one box
     assert result["shape"] == [1, 4, 4, 2, 7]
     assert result["gray_input"] == [64, 64, 1] and result["gray_predicted"] > 0  # 1-channel model with head layers
+    assert result["bf16_conv"] == "bfloat16" and np.isfinite(result["bf16_loss"])  # mixed precision under JAX

@@ -344,7 +344,7 @@ def loss_args(config, n_train_images=None):
 
 
 def augmentation_args(config):
-    """preprocessing.augment(..., **augmentation_args(config)): darknet's jitter, flip and HSV distortion."""
+    """augmentation.augment(..., **augmentation_args(config)): darknet's jitter, flip and HSV distortion."""
     return {key: config["train"][key] for key in ("jitter", "flip", "hue", "saturation", "exposure")}
 
 

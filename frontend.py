@@ -16,13 +16,13 @@ import keras
 import numpy as np
 
 import weight_files
+from augmentation import network_input
 from backends import conv_bn_leaky, freeze_layers, get_backend
 from config import DEFAULTS, as_hw, detector_args, loss_args, validate_model
 from custom_layers import GroundTruthPassthrough
 from detections import to_records
 from images import read_rgb
 from loss import YoloLoss
-from preprocessing import network_input
 from utils import detect
 
 MODEL, TRAIN, VALID = DEFAULTS["model"], DEFAULTS["train"], DEFAULTS["valid"]

@@ -1,14 +1,14 @@
-"""Data: VOC XML parsing, darknet-style augmentation, target encoding, batching.
+"""Data: VOC XML parsing, target encoding, batching (augmentation in augmentation.py, image reading in
+images.py).
 
 Each stage is its own function (parse_voc_xml, augment / resize_for_network, encode_targets) so a
-faster pipeline can replace one without the others; images are read through images.py. Boxes travel
+faster pipeline can replace one without the others. Boxes travel
 as float arrays (N, 4) of xmin, ymin, xmax, ymax: VOC pixels in the parsed objects, continuous
 corners from instance_boxes on (utils.voc_to_corners), normalised to 0..1 after the warp.
 """
 
 import math
 import os
-import threading
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -18,6 +18,7 @@ import cv2
 import keras
 import numpy as np
 
+from augmentation import augment, resize_for_network
 from images import IMAGE_EXTENSIONS, decode_image, to_channels
 from utils import shape_iou, voc_to_corners
 
@@ -169,95 +170,6 @@ def instance_boxes(instance, train=True):
     objects = [o for o in instance["object"] if not (train and o["difficult"])]
     boxes = voc_to_corners([[o["xmin"], o["ymin"], o["xmax"], o["ymax"]] for o in objects], np.float32)
     return boxes, [o["name"] for o in objects]
-
-
-def _warp(image, boxes, matrix, out_hw):
-    out_h, out_w = out_hw
-    warped = cv2.warpAffine(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    corners = np.stack([boxes[:, [0, 1]], boxes[:, [2, 3]]], axis=1)  # (N, 2, 2)
-    mapped = corners @ matrix[:, :2].T + matrix[:, 2]
-    new = np.concatenate([mapped.min(axis=1), mapped.max(axis=1)], axis=1)
-    new[:, [0, 2]] = np.clip(new[:, [0, 2]], 0, out_w) / out_w
-    new[:, [1, 3]] = np.clip(new[:, [1, 3]], 0, out_h) / out_h
-    return warped, new
-
-
-def resize_for_network(image, boxes, out_hw):
-    """Plain resize (validation, inference): -> image (out_h, out_w, 3), boxes normalised to 0..1."""
-    h, w = image.shape[:2]
-    matrix = np.array([[out_hw[1] / w, 0, 0], [0, out_hw[0] / h, 0]], np.float32)
-    return _warp(image, boxes, matrix, out_hw)
-
-
-def network_input(image, input_hw, channels):
-    """An RGB image resized for the network exactly as validation images are (gray for channels=1)."""
-    return to_channels(resize_for_network(image, np.zeros((0, 4), np.float32), input_hw)[0], channels)
-
-
-def augment(image, boxes, out_hw, rng, jitter, flip, hue, saturation, exposure):
-    """darknet's load_data_region: random crop/pad of up to `jitter` of each side (scale, translation
-    and aspect change), resize, horizontal flip, then random_distort_image in HSV (the settings:
-    config.augmentation_args).
-
-    Returns the image and boxes normalised to 0..1; boxes squeezed below 0.1% of a side are dropped
-    by the caller's keep mask.
-    """
-    h, w = image.shape[:2]
-    dw, dh = jitter * w, jitter * h
-    left, right = rng.uniform(-dw, dw, 2)
-    top, bottom = rng.uniform(-dh, dh, 2)
-    crop_w, crop_h = w - left - right, h - top - bottom
-    sx, sy = out_hw[1] / crop_w, out_hw[0] / crop_h
-    matrix = np.array([[sx, 0, -left * sx], [0, sy, -top * sy]], np.float32)
-    if flip and rng.random() < 0.5:
-        matrix = np.array([[-1, 0, out_hw[1]], [0, 1, 0]], np.float32) @ np.vstack([matrix, [0, 0, 1]])
-    image, boxes = _warp(image, boxes, matrix.astype(np.float32), out_hw)
-    image = distort_hsv(image, rng.uniform(-hue, hue), _rand_scale(rng, saturation), _rand_scale(rng, exposure))
-    return image, boxes
-
-
-def _rand_scale(rng, s):
-    scale = rng.uniform(1, s)
-    return scale if rng.random() < 0.5 else 1.0 / scale
-
-
-def distort_hsv(image, dhue, dsat, dexp):
-    """darknet's distort_image: hue shifted by dhue (fraction of the circle), S and V scaled, in float32.
-
-    Written for speed (it was 70% of a training image's time): float32 scalars, the hue wrapped by one
-    conditional add or subtract instead of a float modulo, clipping only where a value can leave its range
-    (S, V and the pixels are never negative), and float buffers reused per thread, since fresh 2 MB arrays
-    cost more in page faults than the arithmetic. The result is bit-identical to the plain
-    `(h + dhue * 360) % 360`, `clip(s * dsat, 0, 1)`, `clip(rgb * 255 + 0.5, 0, 255)` version
-    (tests/test_preprocessing.py keeps it as the reference).
-    """
-    rgb, hsv = _float_workspace(image.shape)
-    np.divide(image, F32(255.0), out=rgb)
-    cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV, dst=hsv)
-    hue = hsv[..., 0]
-    hue += F32(dhue * 360.0)
-    np.subtract(hue, F32(360.0), out=hue, where=hue >= F32(360.0))
-    np.add(hue, F32(360.0), out=hue, where=hue < F32(0.0))
-    for channel, scale in ((1, dsat), (2, dexp)):
-        np.multiply(hsv[..., channel], F32(scale), out=hsv[..., channel])
-        np.minimum(hsv[..., channel], F32(1.0), out=hsv[..., channel])
-    cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=rgb)
-    rgb *= F32(255.0)
-    rgb += F32(0.5)
-    np.minimum(rgb, F32(255.0), out=rgb)
-    return rgb.astype(np.uint8)
-
-
-F32 = np.float32
-_workspaces = threading.local()
-
-
-def _float_workspace(shape):
-    """Two float32 arrays of `shape`, allocated once per thread and shape."""
-    buffers = getattr(_workspaces, "buffers", None)
-    if buffers is None or buffers[0].shape != shape:
-        buffers = _workspaces.buffers = (np.empty(shape, np.float32), np.empty(shape, np.float32))
-    return buffers
 
 
 def best_anchor(box_w, box_h, anchors):

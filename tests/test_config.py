@@ -75,9 +75,10 @@ def test_signature_defaults_are_the_configs():
     stages take theirs from config.py's consumer functions and offer none."""
     import inspect
 
+    from augmentation import augment
     from frontend import YOLO
     from loss import YoloLoss
-    from preprocessing import BatchGenerator, augment
+    from preprocessing import BatchGenerator
 
     for name, parameter in inspect.signature(YOLO).parameters.items():
         if name in DEFAULTS["model"] and parameter.default is not inspect.Parameter.empty:

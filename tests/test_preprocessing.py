@@ -8,19 +8,11 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from augmentation import augment, resize_for_network
 from config import augmentation_args, build_config, generator_args
 from datasets import check_label_counts
 from errors import UserError
-from preprocessing import (
-    BatchGenerator,
-    ParseReport,
-    TargetLayout,
-    augment,
-    best_anchor,
-    encode_targets,
-    parse_annotation,
-    resize_for_network,
-)
+from preprocessing import BatchGenerator, ParseReport, TargetLayout, best_anchor, encode_targets, parse_annotation
 
 DEFAULTS = build_config({})
 DOG_LAYOUT = TargetLayout(labels=["dog"], input_hw=(64, 64), grid_hw=(2, 2), anchors=[1, 1], max_box_per_image=3,
@@ -138,7 +130,7 @@ def reference_distort_hsv(image, dhue, dsat, dexp):
 
 
 def test_distort_hsv_is_bit_identical_to_the_plain_version():
-    from preprocessing import distort_hsv
+    from augmentation import distort_hsv
 
     rng = np.random.default_rng(5)
     for k in range(60):

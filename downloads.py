@@ -168,13 +168,12 @@ def extract_tar(archive, dest, progress=True):
     open(marker, "w").close()
 
 
-def fetch_voc(name, root="data", registry=None, progress=True):
+def fetch_voc(name, root="data", progress=True):
     """Downloads a PASCAL VOC dataset's archives into root/downloads/ (resumable, md5-checked), unpacks them
     into root and returns the dataset folder, root/VOCdevkit/<VOC2012 or VOC2007>."""
-    registry = VOC_DATASETS if registry is None else registry
-    if name not in registry:
-        raise DownloadError(f"Unknown dataset {name!r}. Available: {', '.join(registry)}")
-    entry = registry[name]
+    if name not in VOC_DATASETS:
+        raise DownloadError(f"Unknown dataset {name!r}. Available: {', '.join(VOC_DATASETS)}")
+    entry = VOC_DATASETS[name]
     for url, md5 in entry["archives"]:
         archive = download(url, os.path.join(root, "downloads", os.path.basename(url)), md5=md5, progress=progress)
         extract_tar(archive, root, progress)

@@ -209,7 +209,7 @@ def convert_command(args, config):
     if args.labels and not args.backend_only:
         with open(args.labels) as f:
             labels = [line.strip() for line in f if line.strip()]
-    result = convert(args.cfg, args.weights, args.out or "weights", labels=labels, backend_only=args.backend_only)
+    result = convert(args.cfg, args.weights, args.out, labels=labels, backend_only=args.backend_only)
     h = result["header"]
     print(f"{args.weights}: darknet {h['major']}.{h['minor']}.{h['revision']}, seen {h['seen']:,} images")
     print(f"Converted {len(result['layers'])} convolutional layers ({result['layers'][0]} ... {result['layers'][-1]}).")
@@ -226,6 +226,13 @@ def convert_command(args, config):
     return result
 
 
+def download_name(args):
+    """NAME of `weights download NAME` / `data download NAME`."""
+    if len(args.what) != 2 or args.what[0] != "download":
+        fail(f"{args.command}: expected 'download NAME', got {' '.join(args.what)!r}")
+    return args.what[1]
+
+
 def weights_command(args, config):
     from downloads import DARKNET_WEIGHTS, fetch_darknet
 
@@ -233,13 +240,10 @@ def weights_command(args, config):
         print("Darknet weights (python main.py weights download NAME):")
         for name, entry in DARKNET_WEIGHTS.items():
             print(f"  {name:<24}{entry['weights']}")
-        out = args.out or "weights"
-        present = sorted(f for f in os.listdir(out) if f.endswith(".h5")) if os.path.isdir(out) else []
-        print(f"In {out}/: {', '.join(present) or 'nothing yet'}")
+        present = sorted(f for f in os.listdir(args.out) if f.endswith(".h5")) if os.path.isdir(args.out) else []
+        print(f"In {args.out}/: {', '.join(present) or 'nothing yet'}")
         return DARKNET_WEIGHTS
-    if len(args.what) != 2 or args.what[0] != "download":
-        fail(f"weights: expected 'download NAME', got {' '.join(args.what)!r}")
-    result = fetch_darknet(args.what[1], args.out or "weights")
+    result = fetch_darknet(download_name(args), args.out)
     print(f"Backend weights: {result['backend']}")
     if result["detector"]:
         print(f"Detector weights: {result['detector']} (config: {result['config']})")
@@ -255,9 +259,7 @@ def data_command(args, config):
         for name, entry in VOC_DATASETS.items():
             print(f"  {name:<10}{entry['size']:>12}  " + ", ".join(url for url, _ in entry["archives"]))
         return VOC_DATASETS
-    if len(args.what) != 2 or args.what[0] != "download":
-        fail(f"data: expected 'download NAME', got {' '.join(args.what)!r}")
-    voc_dir = fetch_voc(args.what[1], args.out or "data")
+    voc_dir = fetch_voc(download_name(args), args.out)
     print(f"PASCAL VOC in {voc_dir}: set train.voc_dir to it (config.json's default is data/VOCdevkit/VOC2012).")
     return voc_dir
 
@@ -306,6 +308,8 @@ def backends_command(args, config):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.out is None:  # weights and darknet conversions go to weights/, datasets to data/
+        args.out = "data" if args.command == "data" else "weights"
     from errors import UserError
     from training import run_training
 

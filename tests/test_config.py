@@ -103,7 +103,13 @@ def test_readme_variant_keys_are_aliases(capsys):
 
 
 def test_shipped_configs_are_valid():
-    for path in ("config.json", "configs/demo.json", "configs/scratch.json", "configs/voc0712.json"):
+    for path in (
+        "config.json",
+        "configs/demo.json",
+        "configs/scratch.json",
+        "configs/voc0712.json",
+        "configs/bench-voc-sample.json",
+    ):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             load_config(path)

@@ -100,7 +100,7 @@ def train_step_and_fit(yolo, config, generator, steps):
     x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, generator[0])
     step = images_per_second(lambda: yolo.model.train_on_batch(x, y), generator.batch_size, steps)
     timer, fit_steps = EpochTimer(), min(steps, len(generator))
-    yolo.model.fit(generator, epochs=2, steps_per_epoch=fit_steps, callbacks=[timer], verbose=0)
+    yolo.model.fit(generator, epochs=2, steps_per_epoch=fit_steps, callbacks=[timer], verbose=0, shuffle=False)
     fit = fit_steps * generator.batch_size / timer.seconds
     return {"step_img_s": step, "fit_img_s": fit, "fit_over_step": fit / step}
 

@@ -74,6 +74,10 @@ DEFAULTS = {
         "saturation": 1.5,
         "exposure": 1.5,
         "flip": True,
+        # darknet's random=1: every 10 batches a new square input side, a multiple of 32 within multi_scale_sizes
+        # (the largest for the last 200 batches); evaluation stays at model.input_size
+        "multi_scale": False,
+        "multi_scale_sizes": [320, 608],
         "early_stopping_patience": 0,
         # YAD2K-style fine-tuning of a frozen backend: unfrozen after this many epochs (0: never), lr x factor
         "unfreeze_after": 0,
@@ -146,6 +150,9 @@ CHECKS = {
     "text (a path or name)": lambda v: isinstance(v, str),
     "non-empty text": lambda v: isinstance(v, str) and v.strip() != "",
     "a JSON object": lambda v: isinstance(v, dict),
+    "[smallest, largest]: two multiples of 32, smallest first": lambda v: (
+        isinstance(v, list) and len(v) == 2 and all(_whole(s) and s > 0 and s % 32 == 0 for s in v) and v[0] <= v[1]
+    ),
 }
 
 KINDS = {
@@ -162,7 +169,9 @@ KINDS = {
     "a number from 0 to 1": [("train", "ignore_threshold"), ("train", "hue"),
                            ("valid", "score_threshold"), ("valid", "nms_threshold")],
     "a number of at least 1": [("train", "saturation"), ("train", "exposure")],
-    "true or false": [("train", "flip"), ("train", "download_data"), ("train", "cache_images")],
+    "true or false": [("train", "flip"), ("train", "download_data"), ("train", "cache_images"),
+                      ("train", "multi_scale")],
+    "[smallest, largest]: two multiples of 32, smallest first": [("train", "multi_scale_sizes")],
     "text or a list of text": [("train", "voc_dir"), ("valid", "valid_voc_dir")],
     "non-empty text": [("model", "backend"), ("train", "runs_dir")],
     "text (a path or name)": [("model", "backend_weights"), ("train", "train_split"),
@@ -297,7 +306,8 @@ FLAGS = {
     "model": {"input_size": "input_size", "backend": "backend", "freeze_backend": "freeze_backend"},
     "train": {"epochs": "nb_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
               "optimizer": "optimizer", "workers": "workers", "name": "run_name",
-              "pretrained_weights": "pretrained_weights", "download": "download_data"},
+              "pretrained_weights": "pretrained_weights", "download": "download_data",
+              "multi_scale": "multi_scale"},
     "valid": {"score_threshold": "score_threshold", "nms_threshold": "nms_threshold"},
 }  # fmt: skip
 
@@ -322,6 +332,7 @@ def detector_args(config, n_train_images=None):
         "head_layers": model["head_layers"],
         "head_filters": model["head_filters"],
         "precision": config["train"]["precision"],
+        "multi_scale": multi_scale_sizes(config),
         "loss_options": loss_args(config, n_train_images),
     }
 
@@ -348,15 +359,22 @@ def augmentation_args(config):
     return {key: config["train"][key] for key in ("jitter", "flip", "hue", "saturation", "exposure")}
 
 
+def multi_scale_sizes(config):
+    """(smallest, largest) square sides for multi-scale training, or None when it is off."""
+    train = config["train"]
+    return tuple(train["multi_scale_sizes"]) if train["multi_scale"] else None
+
+
 def generator_args(config, split):
-    """BatchGenerator(instances, layout, **generator_args(config, "train" | "valid"))."""
+    """BatchGenerator(instances, layout, **generator_args(config, "train" | "valid")); validation batches are
+    always at model.input_size."""
     train = config["train"]
     common = {"batch_size": train["batch_size"], "workers": train["workers"], "seed": train["seed"]}
     if split == "train":
         return {**common, "times": train["train_times"], "augmentation": augmentation_args(config), "shuffle": True,
-                "count_seen": True}  # fmt: skip
+                "count_seen": True, "multi_scale": multi_scale_sizes(config), "epochs": train["nb_epochs"]}  # fmt: skip
     return {**common, "times": config["valid"]["valid_times"], "augmentation": None, "shuffle": False,
-            "count_seen": False}  # fmt: skip
+            "count_seen": False, "multi_scale": None, "epochs": 1}  # fmt: skip
 
 
 def detection_args(config, score_threshold=None):

@@ -63,7 +63,8 @@ class Reorg(keras.layers.Layer):
 
     def call(self, inputs):
         s = self.stride
-        _, h, w, c = inputs.shape
+        c = inputs.shape[-1]
+        h, w = ops.shape(inputs)[1:3]  # dynamic under multi-scale training, ints otherwise
         if self.mode == "space_to_depth":
             x = ops.reshape(inputs, (-1, h // s, s, w // s, s, c))
             x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
@@ -84,6 +85,26 @@ class Reorg(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode, "stride": self.stride}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GridReshape(keras.layers.Layer):
+    """(batch, grid_h, grid_w, nb_box * values) -> (batch, grid_h, grid_w, nb_box, values) for any grid size,
+    which keras.layers.Reshape (a fixed target shape) cannot do for multi-scale training."""
+
+    def __init__(self, nb_box, **kwargs):
+        super().__init__(**kwargs)
+        self.nb_box = nb_box
+
+    def call(self, inputs):
+        h, w = ops.shape(inputs)[1:3]
+        return ops.reshape(inputs, (-1, h, w, self.nb_box, inputs.shape[-1] // self.nb_box))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:3], self.nb_box, input_shape[-1] // self.nb_box)
+
+    def get_config(self):
+        return {**super().get_config(), "nb_box": self.nb_box}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -17,9 +17,9 @@ import numpy as np
 
 import weight_files
 from augmentation import network_input
-from backends import conv_bn_leaky, freeze_layers, get_backend
+from backends import check_stride, conv_bn_leaky, freeze_layers, get_backend
 from config import DEFAULTS, as_hw, detector_args, loss_args, validate_model
-from custom_layers import GroundTruthPassthrough
+from custom_layers import GridReshape, GroundTruthPassthrough
 from detections import to_records
 from images import read_rgb
 from loss import YoloLoss
@@ -53,7 +53,10 @@ class YOLO:
     def __init__(self, backend, input_size, labels, max_box_per_image, anchors,
                  freeze_backend=MODEL["freeze_backend"], backend_weights=MODEL["backend_weights"], backend_options=None,
                  loss_options=None, load_pretrained=True, input_channels=MODEL["input_channels"],
-                 head_layers=MODEL["head_layers"], head_filters=MODEL["head_filters"], precision=TRAIN["precision"]):  # fmt: skip
+                 head_layers=MODEL["head_layers"], head_filters=MODEL["head_filters"], precision=TRAIN["precision"],
+                 multi_scale=None):  # fmt: skip
+        """multi_scale: None, or the (smallest, largest) square sides multi-scale training feeds: the graph then
+        takes any input size (detect() still resizes to input_size)."""
         validate_model({"backend": backend, "input_size": input_size, "labels": labels, "anchors": anchors,
                         "max_box_per_image": max_box_per_image, "freeze_backend": freeze_backend,
                         "input_channels": input_channels, "head_layers": head_layers, "head_filters": head_filters},
@@ -66,18 +69,19 @@ class YOLO:
         self.max_box_per_image = max_box_per_image
         self.head_layers, self.head_filters = head_layers, head_filters
         self.freeze_backend, self.precision = freeze_backend, precision
+        self.multi_scale = tuple(multi_scale) if multi_scale else None
 
         with dtype_policy(precision):
             # === Backbone ===
             self.backend = get_backend(backend, **(backend_options or {}))
-            self.backend_model = self.backend.build(self.input_shape)
+            self.backend_model = self.backend.build(self.graph_input_shape)
             self.backend_weights, not_pretrained = weight_files.load_pretrained_backend(
                 self.backend,
                 self.backend_model,
                 (backend_weights or "") if load_pretrained else weight_files.FROM_SCRATCH,
             )
             freeze_layers(self.backend_model, freeze_backend, keep_trainable=not_pretrained)
-            self.grid_h, self.grid_w = self.backend_model.output.shape[1:3]
+            self.grid_h, self.grid_w = self._check_grids()
 
             # === Functional Model ===
             self.loss = YoloLoss(self.anchors, **(loss_options or loss_args(DEFAULTS)))
@@ -88,8 +92,15 @@ class YOLO:
         """The detector a config.json describes; `n_train_images` turns keras-yolo2's warmup_epochs into images."""
         return cls(**detector_args(config, n_train_images), load_pretrained=load_pretrained)
 
+    def _check_grids(self):
+        """The grid at input_size, after checking the backend's stride at every multi-scale size."""
+        if self.multi_scale:
+            for side in range(self.multi_scale[0], self.multi_scale[1] + 1, 32):
+                check_stride(self.backend_model, (side, side), f"{self.backend.name} (multi-scale training)")
+        return check_stride(self.backend_model, (self.input_h, self.input_w), self.backend.name)
+
     def _build_models(self):
-        image = keras.Input(self.input_shape, name="input_image")
+        image = keras.Input(self.graph_input_shape, name="input_image")
         true_boxes = keras.Input((1, 1, 1, self.max_box_per_image, 4), name="true_boxes")
         x = self.backend_model(image)
         # Optional detection layers trained from scratch, like darknet's conv_19/conv_20 on Darknet-19: a frozen
@@ -100,8 +111,7 @@ class YOLO:
         # in float32 under mixed precision too: box offsets and logits need more than bfloat16's 3 digits.
         head = keras.layers.Conv2D(self.nb_box * (4 + 1 + self.nb_class), 1, name="DetectionLayer", dtype="float32",
                                    kernel_initializer=keras.initializers.RandomNormal(stddev=0.01))(x)  # fmt: skip
-        shape = (self.grid_h, self.grid_w, self.nb_box, 4 + 1 + self.nb_class)
-        output = keras.layers.Reshape(shape, name="reshape", dtype="float32")(head)
+        output = GridReshape(self.nb_box, name="reshape", dtype="float32")(head)
         # keras-yolo2's "hack": true_boxes become a model input the loss can read; inference does without it.
         training_output = GroundTruthPassthrough(name="true_boxes_hack", dtype="float32")([output, true_boxes])
         model = YoloTrainingModel(inputs={"input_image": image, "true_boxes": true_boxes}, outputs=training_output,
@@ -174,6 +184,11 @@ class YOLO:
     @property
     def input_shape(self):
         return self.input_h, self.input_w, self.input_channels
+
+    @property
+    def graph_input_shape(self):
+        """input_shape, or any height and width under multi-scale training."""
+        return (None, None, self.input_channels) if self.multi_scale else self.input_shape
 
     def summary(self, **kwargs):
         self.model.summary(**kwargs)

@@ -66,7 +66,8 @@ class YoloLoss:
     def __call__(self, y_true, y_pred, true_boxes, seen):
         y_true = ops.cast(y_true, "float32")
         y_pred = ops.cast(y_pred, "float32")
-        grid_h, grid_w, nb_box = y_pred.shape[1], y_pred.shape[2], y_pred.shape[3]
+        nb_box = y_pred.shape[3]
+        grid_h, grid_w = ops.shape(y_pred)[1:3]  # dynamic under multi-scale training, ints otherwise
         anchors = ops.reshape(ops.convert_to_tensor(self.anchors, "float32"), (1, 1, 1, nb_box, 2))
         cell_x = ops.reshape(ops.arange(grid_w, dtype="float32"), (1, 1, grid_w, 1))
         cell_y = ops.reshape(ops.arange(grid_h, dtype="float32"), (1, grid_h, 1, 1))
@@ -84,7 +85,7 @@ class YoloLoss:
         true_twh = ops.log(ops.maximum(true_box[..., 2:4], 1e-9) / anchors) * obj_mask[..., None]
 
         # delta_region_box for assigned predictions, scale coord_scale * (2 - w*h).
-        area = true_box[..., 2] * true_box[..., 3] / (grid_w * grid_h)
+        area = true_box[..., 2] * true_box[..., 3] / ops.cast(grid_w * grid_h, "float32")
         coord_weight = self.coord_scale * (2.0 - area) * obj_mask
         coord_err = ops.sum(ops.square(true_offset - pred_offset), -1) + ops.sum(ops.square(true_twh - pred_twh), -1)
         coord = 0.5 * coord_weight * coord_err

@@ -54,6 +54,8 @@ def parse_args(argv):
     p.add_argument("--resume", nargs="?", const="latest", help="resume a run folder (default: the latest run)")
     p.add_argument("--download", action="store_true", default=None,
                    help="fetch the configured PASCAL VOC folder(s) when missing (train.download_data)")  # fmt: skip
+    p.add_argument("--multi_scale", action="store_true", default=None,
+                   help="darknet's random=1: a new square input size every 10 batches (train.multi_scale)")  # fmt: skip
     use = p.add_argument_group("evaluate and predict")
     use.add_argument("-w", "--weights", help="detector weights (e.g. runs/demo/best.weights.h5)")
     use.add_argument(

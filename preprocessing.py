@@ -12,7 +12,7 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import keras
@@ -218,6 +218,26 @@ class TargetLayout:
         return cls(yolo.labels, (yolo.input_h, yolo.input_w), (yolo.grid_h, yolo.grid_w), yolo.anchors,
                    yolo.max_box_per_image, yolo.input_channels)  # fmt: skip
 
+    def at(self, side):
+        """The same layout for a square input of `side` pixels (multi-scale training), at the same stride."""
+        stride = self.input_hw[0] // self.grid_hw[0]
+        return replace(self, input_hw=(side, side), grid_hw=(side // stride, side // stride))
+
+
+# darknet's random=1 (detector.c, train_detector): a new size every 10 batches, the largest for the last 200.
+MULTI_SCALE_EVERY = 10
+MULTI_SCALE_FINAL_BATCHES = 200
+
+
+def multi_scale_side(batch, sizes, total_batches, seed):
+    """The square side for training batch number `batch` (counted over the whole run): one draw per
+    MULTI_SCALE_EVERY batches among the multiples of 32 from sizes[0] to sizes[1], seeded by the batch group
+    so a resumed run draws the same sizes."""
+    if batch + MULTI_SCALE_FINAL_BATCHES >= total_batches:
+        return sizes[1]
+    sides = range(sizes[0], sizes[1] + 1, 32)
+    return sides[int(np.random.default_rng((seed, batch // MULTI_SCALE_EVERY, 1)).integers(len(sides)))]
+
 
 class BatchGenerator(keras.utils.PyDataset):
     """Batches ({"input_image": uint8, "true_boxes"}, {"grid", "seen"}) for YoloTrainingModel.
@@ -225,12 +245,13 @@ class BatchGenerator(keras.utils.PyDataset):
     `seen` (images shown before this batch, darknet's net.seen) drives the loss's warm-up.
     Each batch has exactly batch_size images (the last one wraps around) so compiled steps
     keep one shape. Unreadable images are skipped, counted and replaced by another image.
-    The settings come from config.generator_args; `augmentation` None means a plain resize. With a `cache`
-    (image_cache.ImageCache) images are read from it instead of decoded.
+    The settings come from config.generator_args; `augmentation` None means a plain resize. With
+    `multi_scale` (smallest, largest) batches come in square sizes multi_scale_side draws over `epochs`
+    epochs of batches. With a `cache` (image_cache.ImageCache) images are read from it instead of decoded.
     """
 
     def __init__(self, instances, layout, batch_size, augmentation, shuffle, times, seed, count_seen, workers,
-                 cache=None):  # fmt: skip
+                 multi_scale, epochs, cache=None):  # fmt: skip
         super().__init__(workers=workers)
         self.cache = cache
         if not instances:
@@ -244,10 +265,10 @@ class BatchGenerator(keras.utils.PyDataset):
         self.seed = seed
         # Validation batches report "seen forever" so the training-only warm-up term stays out of val_loss.
         self.count_seen = count_seen
-        self.epoch = 0
+        self.multi_scale, self.epochs = multi_scale, epochs
         self.bad_images = set()
         self.label_index = {label: i for i, label in enumerate(layout.labels)}
-        self._order = self._make_order()
+        self.set_epoch(0)
 
     def __len__(self):
         return math.ceil(len(self.instances) * self.times / self.batch_size)
@@ -258,17 +279,27 @@ class BatchGenerator(keras.utils.PyDataset):
             np.random.default_rng((self.seed, self.epoch)).shuffle(order)
         return order
 
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._order = self._make_order()
+    def on_epoch_begin(self):
+        # Epochs are counted where each begins: Keras 3 also calls on_epoch_end once before the first epoch
+        # (EpochIterator.reset), which would start training at epoch 1 and `seen` one epoch too far.
+        self.set_epoch(self._next_epoch)
+        self._next_epoch += 1
 
     def set_epoch(self, epoch):
-        """For resumed runs: continue the shuffling and `seen` count where they were."""
-        self.epoch = epoch
+        """The batches of `epoch` from now on and the next epoch Keras begins (resumed runs continue the
+        shuffling, sizes and `seen` count where they were)."""
+        self.epoch = self._next_epoch = epoch
         self._order = self._make_order()
 
-    def load(self, index, rng):
-        """-> (image uint8 (h, w, channels), normalised boxes (N, 4), class ids) of instance `index`."""
+    def batch_layout(self, idx):
+        """The layout of batch `idx` of the current epoch: the detector's, or a multi-scale size."""
+        if not self.multi_scale:
+            return self.layout
+        batch = self.epoch * len(self) + idx
+        return self.layout.at(multi_scale_side(batch, self.multi_scale, self.epochs * len(self), self.seed))
+
+    def load(self, index, rng, out_hw):
+        """-> (image uint8 (out_hw, channels), normalised boxes (N, 4), class ids) of instance `index`."""
         instance = self.instances[index]
         image = None if index in self.bad_images else self.read(instance["filename"])
         if image is None:
@@ -278,13 +309,12 @@ class BatchGenerator(keras.utils.PyDataset):
             good = [i for i in range(len(self.instances)) if i not in self.bad_images]
             if not good:
                 raise RuntimeError("None of the images in the dataset could be read")
-            return self.load(int(rng.choice(good)), rng)
+            return self.load(int(rng.choice(good)), rng, out_hw)
         boxes, names = instance_boxes(instance, train=True)
         # Annotation sizes can disagree with the file (resized images): scale boxes to the file.
         boxes = boxes * np.array(
             [image.shape[1] / instance["width"], image.shape[0] / instance["height"]] * 2, np.float32
         )
-        out_hw = self.layout.input_hw
         if self.augmentation is not None:
             image, boxes = augment(image, boxes, out_hw, rng, **self.augmentation)
         else:
@@ -299,7 +329,7 @@ class BatchGenerator(keras.utils.PyDataset):
         return decode_image(path)
 
     def __getitem__(self, idx):
-        layout, batch_size = self.layout, self.batch_size
+        layout, batch_size = self.batch_layout(idx), self.batch_size
         rng = np.random.default_rng((self.seed, self.epoch, idx))
         images = np.zeros((batch_size, *layout.input_hw, layout.channels), np.uint8)
         nb_box, nb_class = len(layout.anchors) // 2, len(layout.labels)
@@ -307,7 +337,7 @@ class BatchGenerator(keras.utils.PyDataset):
         true_boxes = np.zeros((batch_size, 1, 1, 1, layout.max_box_per_image, 4), np.float32)
         for b in range(batch_size):
             index = int(self._order[(idx * batch_size + b) % len(self._order)])
-            images[b], boxes, class_ids = self.load(index, rng)
+            images[b], boxes, class_ids = self.load(index, rng, layout.input_hw)
             grids[b], true_boxes[b, 0, 0, 0] = encode_targets(
                 boxes, class_ids, layout.grid_hw, layout.anchors, nb_class, layout.max_box_per_image
             )

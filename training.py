@@ -24,6 +24,7 @@ from frontend import YOLO
 from image_cache import open_cache
 from images import decode_image
 from preprocessing import BatchGenerator, TargetLayout
+from tf_data import fit_data
 from utils import draw_boxes
 from weight_files import FROM_SCRATCH, atomic_write, open_h5, save_detector
 
@@ -74,8 +75,11 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
             resuming = False
         stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch) + list(callbacks)
         try:
-            yolo.model.fit(train_gen, validation_data=valid_gen, epochs=last, initial_epoch=initial_epoch,
-                           callbacks=stage_callbacks, verbose=verbose)  # fmt: skip
+            # shuffle=False: BatchGenerator shuffles the images itself (seeded); Keras' shuffling of the batch
+            # order would scramble `seen` (the warm-up) and the multi-scale groups of 10 batches.
+            yolo.model.fit(fit_data(train_gen, initial_epoch), validation_data=valid_gen, epochs=last,
+                           initial_epoch=initial_epoch, callbacks=stage_callbacks, verbose=verbose,
+                           shuffle=False)  # fmt: skip
         except KeyboardInterrupt:
             raise TrainingInterrupted(
                 f"Interrupted. Completed epochs are saved; continue with:\n  python main.py --resume {run_dir}"
@@ -139,6 +143,10 @@ def check_weights(yolo, config):
     gray = ", gray input (1 channel)" if yolo.input_channels == 1 else ""
     print(f"{yolo.backend.name} backend {state} (weights: {weights}): {n_trainable:,} of {n_total:,} parameters "
           f"train; grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors{gray}.")  # fmt: skip
+    if yolo.multi_scale:
+        smallest, largest = yolo.multi_scale
+        print(f"Multi-scale training (darknet's random=1): every 10 batches a square side from {smallest} to {largest}, "
+              f"the largest for the last 200 batches; evaluation at {yolo.input_w}x{yolo.input_h}.")  # fmt: skip
     frozen_for_good = freeze is True and not config["train"]["unfreeze_after"]
     if frozen_for_good and not yolo.head_layers and not yolo.backend.ends_in_detection_layers:
         print("Note: a frozen ImageNet backbone under a single 1x1 conv learns little; model.head_layers: 2 adds "

@@ -51,7 +51,8 @@ class KerasApplication(Backend):
 
     def features(self, x):
         h, w, channels = x.shape[1:]
-        pad, net = self._stride32_net(h, w, channels)
+        # any size (multi-scale training): no border; YOLO checks the grid at each size it trains on
+        pad, net = (0, self._net((None, None, channels))) if h is None else self._stride32_net(h, w, channels)
         if pad:
             # valid-padded nets (InceptionV3) lose a border: pad so the grid is still input / 32
             x = keras.layers.ZeroPadding2D(pad, name="stride32_padding")(x)

@@ -76,8 +76,8 @@ class Backend:
         x = Normalization(*self.normalization(input_shape[-1]), name="normalize")(image)
         model = keras.Model(image, self.features(x), name=self.model_name)
         set_batchnorm_momentum(model, BN_MOMENTUM)
-        if model.output.shape[1] is None or input_shape[0] // model.output.shape[1] != 32:
-            raise BackendError(f"{self.name} backend must reduce the input 32 times, got {model.output.shape}")
+        if input_shape[0] is not None:  # None: any size (multi-scale), checked by check_stride for each one used
+            check_stride(model, input_shape[:2], self.name)
         return model
 
     def normalization(self, channels=3):
@@ -100,6 +100,15 @@ class Backend:
 
     def default_weights_path(self):
         return os.path.join(WEIGHTS_DIR, self.weights_file)
+
+
+def check_stride(model, input_hw, name):
+    """The grid `model` gives for an input of `input_hw` pixels; an error unless it is input / 32."""
+    grid = tuple(model.compute_output_shape((1, *input_hw, model.input.shape[-1]))[1:3])
+    if grid != (input_hw[0] // 32, input_hw[1] // 32):
+        raise BackendError(f"{name} backend must reduce the input 32 times, but a {input_hw[1]}x{input_hw[0]} input "
+                           f"gives a {grid[1]}x{grid[0]} grid")  # fmt: skip
+    return grid
 
 
 def conv_bn_leaky(x, filters, kernel_size, index, strides=1, prefix=""):

@@ -117,6 +117,23 @@ def test_frozen_backend_is_unchanged_by_training_and_head_changes(plain_batches)
     assert not np.allclose(head_before, head.kernel.numpy())
 
 
+def test_fit_trains_epoch_0_first_with_seen_counting_from_0(plain_batches):
+    """Keras 3 calls on_epoch_end once before training; the warm-up's `seen` must still start at 0."""
+    yolo = tiny_detector()
+    batches = plain_batches([ONE_SHAPE], yolo, 2, times=4)
+    served = []
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            served.append((batches.epoch, batch))
+
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    yolo.model.fit(batches, epochs=2, verbose=0, shuffle=False, callbacks=[Recorder()])
+    assert served == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    batches.set_epoch(0)
+    assert [batches[i][1]["seen"][0] for i in range(2)] == [0, 2]
+
+
 def test_unfrozen_backend_trains(plain_batches):
     yolo = tiny_detector(freeze_backend=False)
     conv = yolo.backend_model.get_layer("conv_1")

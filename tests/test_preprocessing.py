@@ -173,7 +173,7 @@ def test_generator_counts_seen_images_across_epochs(tmp_path):
     instances, _ = parse_annotation(str(tmp_path / "ann"), str(tmp_path / "img"), ["dog"])
     gen = training_batches(instances, 2)
     assert len(gen) == 2 and gen[1][1]["seen"][0] == 2
-    gen.on_epoch_end()
+    gen.set_epoch(1)
     assert gen[1][1]["seen"][0] == 6
     # validation batches never count as early training: no warm-up term in val_loss
     assert training_batches(instances, 2, "valid")[0][1]["seen"][0] > 1e30

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from backends.report import count_flops
-from config import generator_args, optimizer_args
+from config import compile_args, generator_args, optimizer_args
 from image_cache import open_cache
 from preprocessing import BatchGenerator, ParseReport, TargetLayout, parse_annotation
 from weight_files import atomic_write
@@ -39,8 +39,10 @@ def images_per_second(run, images, repeats):
 
 
 def pipeline_rate(generator, steps, workers):
-    """Batches produced by `workers` threads, as Keras' PyDataset runs them for fit."""
+    """Batches produced by `workers` threads, as Keras' PyDataset runs them for fit (after one untimed batch
+    per thread: the first one allocates that thread's buffers)."""
     with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(generator.__getitem__, range(workers)))
         start = time.perf_counter()
         list(pool.map(generator.__getitem__, [i % len(generator) for i in range(steps)]))
     return steps * generator.batch_size / (time.perf_counter() - start)
@@ -78,6 +80,7 @@ def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_run
         "input_size": list(layout.input_hw),
         "batch_size": from_jpeg.batch_size,
         "freeze_backend": yolo.freeze_backend,
+        "precision": yolo.precision,
         "trainable_parameters": sum(int(np.prod(v.shape)) for v in yolo.model.trainable_weights),
         "images": len(instances),
         "workers": train_args["workers"],
@@ -96,13 +99,18 @@ def train_step_and_fit(yolo, config, generator, steps):
     """The bare train step on one batch already converted to backend tensors, then fit through `generator`."""
     from training import make_optimizer
 
-    yolo.model.compile(optimizer=make_optimizer(10 * steps, **optimizer_args(config)))
+    yolo.model.compile(optimizer=make_optimizer(10 * steps, **optimizer_args(config)), **compile_args(config))
     x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, generator[0])
     step = images_per_second(lambda: yolo.model.train_on_batch(x, y), generator.batch_size, steps)
     timer, fit_steps = EpochTimer(), min(steps, len(generator))
     yolo.model.fit(generator, epochs=2, steps_per_epoch=fit_steps, callbacks=[timer], verbose=0, shuffle=False)
     fit = fit_steps * generator.batch_size / timer.seconds
-    return {"step_img_s": step, "fit_img_s": fit, "fit_over_step": fit / step}
+    return {
+        "step_img_s": step,
+        "fit_img_s": fit,
+        "fit_over_step": fit / step,
+        "jit_compile": bool(yolo.model.jit_compile),
+    }
 
 
 def inference_rates(yolo, shape, batch, latency_runs):
@@ -157,7 +165,8 @@ def bookkeeping(n_files=10_000, n_images=5_000, n_classes=20, per_image=100, see
 def format_bench(result):
     lines = [f"bench: {result['backend']} {result['input_size'][1]}x{result['input_size'][0]}, batch "
              f"{result['batch_size']}, freeze_backend {result['freeze_backend']} "
-             f"({result['trainable_parameters']:,} trainable parameters), Keras on {result['keras_backend']}, "
+             f"({result['trainable_parameters']:,} trainable parameters), {result['precision']}, XLA "
+             f"{'on' if result['jit_compile'] else 'off'}, Keras on {result['keras_backend']}, "
              f"{result['images']} training images, {result['workers']} loader threads",
              f"{'input pipeline alone (JPEG)':<34}{result['pipeline_img_s']:>10.1f} img/s",
              f"{'input pipeline alone (cache)':<34}{result['pipeline_cache_img_s']:>10.1f} img/s   cache built in "

@@ -65,6 +65,8 @@ DEFAULTS = {
         "optimizer": "adam",
         # "mixed_bfloat16" / "mixed_float16": layers compute in 16 bits, weights, head output and loss in float32
         "precision": "float32",
+        # XLA for the train step: "auto" is Keras' choice (on for JAX and TensorFlow on a GPU, off on a CPU)
+        "jit_compile": "auto",
         "momentum": 0.9,
         "weight_decay": 0.0005,
         "lr_schedule": "cosine",
@@ -185,6 +187,7 @@ CHOICES = {
     ("model", "input_channels"): (3, 1),
     ("train", "optimizer"): ("adam", "sgd"),
     ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
+    ("train", "jit_compile"): ("auto", True, False),
     ("train", "lr_schedule"): ("constant", "cosine", "steps"),
 }
 
@@ -385,6 +388,11 @@ def detection_args(config, score_threshold=None):
         "nms_threshold": valid["nms_threshold"],
         "max_detections": valid["max_detections"],
     }
+
+
+def compile_args(config):
+    """model.compile(optimizer=..., **compile_args(config))."""
+    return {"jit_compile": config["train"]["jit_compile"]}
 
 
 def optimizer_args(config):

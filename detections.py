@@ -27,13 +27,14 @@ class DetectionsFileError(UserError):
     """A detections file that is missing or malformed."""
 
 
-def detect_files(yolo, paths, detection_args, batch_size=8, desc="detect", progress=True):
+def detect_files(yolo, paths, detection_args, batch_size=8, desc="detect", progress=True, read=decode_image):
     """Yields (path, RGB image or None, detection or None) for each path in order, `batch_size` images a
-    forward pass; unreadable files give (path, None, None). detection_args: config.detection_args."""
+    forward pass; unreadable files give (path, None, None). detection_args: config.detection_args; `read`
+    reads one image (image_cache.ImageCache.read skips the decoding)."""
     bar = tqdm(range(0, len(paths), batch_size), desc=desc, unit="batch", disable=None if progress else True,
                leave=False)  # fmt: skip
     for start in bar:
-        batch = [(path, decode_image(path)) for path in paths[start : start + batch_size]]
+        batch = [(path, read(path)) for path in paths[start : start + batch_size]]
         found = iter(yolo.detect([image for _, image in batch if image is not None], **detection_args))
         for path, image in batch:
             yield path, image, None if image is None else next(found)

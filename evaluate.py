@@ -16,7 +16,7 @@ from config import detection_args
 from datasets import load_datasets
 from detections import NO_DETECTIONS, detect_files, image_key, load_detections_file, records_to_detections
 from errors import UserError
-from images import IMAGE_EXTENSIONS
+from images import IMAGE_EXTENSIONS, decode_image
 from metrics import COCO_IOU_THRESHOLDS, average_precision, coco_average_precision
 from preprocessing import ParseReport, clip_objects, parse_voc_xml
 from utils import corners_to_voc
@@ -32,11 +32,13 @@ class EvaluationError(UserError):
     """Bad input to an evaluation (a missing annotations folder or image list)."""
 
 
-def predict_instances(yolo, instances, config, progress=True):
+def predict_instances(yolo, instances, config, progress=True, cache=None):
     """-> per instance (boxes in original pixels, scores, class ids) at the AP score floor, with the
-    config's NMS. Unreadable images give no boxes."""
+    config's NMS. Unreadable images give no boxes. With a `cache` (image_cache.ImageCache) nothing is decoded
+    twice."""
     paths = [instance["filename"] for instance in instances]
-    found = detect_files(yolo, paths, detection_args(config, AP_SCORE_FLOOR), progress=progress)
+    read = cache.read if cache is not None else decode_image
+    found = detect_files(yolo, paths, detection_args(config, AP_SCORE_FLOOR), progress=progress, read=read)
     return [NO_DETECTIONS if detection is None else detection for _, _, detection in found]
 
 
@@ -255,9 +257,9 @@ class MapEvaluation(keras.callbacks.Callback):
     writes as NA and TensorBoard skips.
     """
 
-    def __init__(self, yolo, instances, config):
+    def __init__(self, yolo, instances, config, cache=None):
         super().__init__()
-        self.yolo, self.instances, self.config = yolo, instances, config
+        self.yolo, self.instances, self.config, self.cache = yolo, instances, config, cache
         self.every = config["valid"]["map_every"]
         self.first_epoch = None
 
@@ -271,7 +273,7 @@ class MapEvaluation(keras.callbacks.Callback):
         last = epoch + 1 == self.params.get("epochs")
         if logs is None or not (epoch == self.first_epoch or last or (epoch + 1) % self.every == 0):
             return
-        detections = predict_instances(self.yolo, self.instances, self.config)
+        detections = predict_instances(self.yolo, self.instances, self.config, cache=self.cache)
         score_threshold = self.config["valid"]["score_threshold"]
         results = evaluate_detections(self.instances, detections, self.yolo.labels, "voc", score_threshold)
         logs["val_map50"] = results["map"]

@@ -47,6 +47,12 @@ class ImageCache:
     def __len__(self):
         return len(self.entries)
 
+    def read(self, path):
+        """The image at `path` exactly as decode_image returns it (detections are in its pixels): from the
+        cache, decoded only when it is not cached or may have been stored downscaled."""
+        image = self[path] if path in self.entries else decode_image(path)
+        return decode_image(path) if image is not None and max(image.shape[:2]) >= MAX_SIDE else image
+
     def nbytes(self):
         return 0 if self.pixels is None else self.pixels.size
 

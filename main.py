@@ -276,6 +276,10 @@ def bench_command(args, config):
 
     if args.steps < 1:
         fail(f"--steps must be at least 1, got {args.steps}")
+    if config["train"]["multi_scale"]:
+        print(f"Note: bench measures at model.input_size {config['model']['input_size']}; train.multi_scale is off "
+              "for it (try each size with --input_size).")  # fmt: skip
+        config = {**config, "train": {**config["train"], "multi_scale": False}}
     train_set, _, _ = load_datasets(config)
     keras.utils.set_random_seed(config["train"]["seed"])
     yolo = YOLO.from_config(config, n_train_images=len(train_set))

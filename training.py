@@ -16,7 +16,7 @@ import h5py
 import keras
 from keras import ops
 
-from config import generator_args, optimizer_args
+from config import compile_args, generator_args, optimizer_args
 from datasets import load_datasets
 from errors import UserError
 from evaluate import MapEvaluation, predict_instances, report_evaluation
@@ -47,7 +47,8 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     keras.utils.set_random_seed(train_cfg["seed"])  # same config, same initial weights
     yolo = YOLO.from_config(config, n_train_images=len(train_set))
     check_weights(yolo, config)
-    train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set)
+    cache = image_cache(config, train_set + valid_set)
+    train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set, cache)
     initial_epoch, best = 0, None
     if run_dir:
         initial_epoch, best = read_resume_epoch(os.path.join(run_dir, "resume.h5"))
@@ -69,11 +70,11 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
                   "parameters train.")  # fmt: skip
         steps = (last - first) * len(train_gen)
         yolo.model.compile(optimizer=make_optimizer(steps, **optimizer_args(config), lr_factor=lr_factor,
-                                                    first_stage=first == 0))  # fmt: skip
+                                                    first_stage=first == 0), **compile_args(config))  # fmt: skip
         if resuming:
             load_resume_state(os.path.join(run_dir, "resume.h5"), yolo.model)
             resuming = False
-        stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch) + list(callbacks)
+        stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache) + list(callbacks)
         try:
             # shuffle=False: BatchGenerator shuffles the images itself (seeded); Keras' shuffling of the batch
             # order would scramble `seen` (the warm-up) and the multi-scale groups of 10 batches.
@@ -85,7 +86,7 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
                 f"Interrupted. Completed epochs are saved; continue with:\n  python main.py --resume {run_dir}"
             ) from None
         initial_epoch, best = last, next(c.best for c in stage_callbacks if isinstance(c, RunCheckpoint))
-    return report(yolo, config, valid_set, run_dir)
+    return report(yolo, config, valid_set, run_dir, cache)
 
 
 def training_stages(config):
@@ -153,8 +154,8 @@ def check_weights(yolo, config):
               "trainable detection layers (see README, Training from scratch).")  # fmt: skip
 
 
-def make_generators(config, yolo, train_set, valid_set):
-    layout, cache = TargetLayout.of(yolo), image_cache(config, train_set + valid_set)
+def make_generators(config, yolo, train_set, valid_set, cache):
+    layout = TargetLayout.of(yolo)
     train_gen = BatchGenerator(train_set, layout, **generator_args(config, "train"), cache=cache)
     valid_gen = BatchGenerator(valid_set, layout, **generator_args(config, "valid"), cache=cache)
     return train_gen, valid_gen
@@ -173,11 +174,11 @@ def image_cache(config, instances):
     return cache
 
 
-def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch):
+def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache):
     """mAP evaluation first: the checkpoint, CSV log and TensorBoard read the value it adds to the logs."""
     callbacks = []
     if config["valid"]["map_every"]:
-        callbacks.append(MapEvaluation(yolo, valid_set, config))
+        callbacks.append(MapEvaluation(yolo, valid_set, config, cache))
         checkpoint = RunCheckpoint(yolo, run_dir, "val_map50", "max", best)
     else:
         checkpoint = RunCheckpoint(yolo, run_dir, "val_loss", "min", best)
@@ -192,14 +193,14 @@ def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch):
     return callbacks
 
 
-def report(yolo, config, valid_set, run_dir):
+def report(yolo, config, valid_set, run_dir, cache=None):
     """Evaluates the best checkpoint; writes results.json, PR curves, training curves, prediction images."""
     best_path = os.path.join(run_dir, "best.weights.h5")
     if os.path.exists(best_path):
         yolo.load_weights(best_path)
     print("\nEvaluating the best checkpoint on the validation set:")
     # One detection pass (low threshold, as darknet's valid) serves both the AP and the drawings.
-    detections = predict_instances(yolo, valid_set, config)
+    detections = predict_instances(yolo, valid_set, config, cache=cache)
     score_threshold = config["valid"]["score_threshold"]
     results = report_evaluation(valid_set, detections, yolo.labels, run_dir, "voc", score_threshold)
     curves = plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 import main as cli
 from bench import bookkeeping
 
@@ -25,6 +27,19 @@ def test_bench_reports_consistent_figures(tmp_path, capsys, demo_like_config):
     assert abs(backward * 1e9 - 2 * head_flops) < 1e-3
     assert result["trainable_parameters"] == 256 * 16 + 16
     assert abs(result["inference_tflop_s"] - result["gflops_per_image"] * result["inference_img_s"] / 1e3) < 1e-9
+
+
+@pytest.mark.slow
+def test_bench_runs_with_xla_at_the_configured_size_under_multi_scale(tmp_path, capsys, demo_like_config):
+    path, config = demo_like_config(tmp_path, train_count=8, valid_count=2)
+    config["model"].update(input_size=64, freeze_backend=True, anchors=[1.0, 1.0, 2.0, 2.0])
+    config["train"].update(batch_size=2, jit_compile=True, multi_scale=True)
+    (tmp_path / "bench.json").write_text(json.dumps(config))
+    result = cli.main(["bench", "--config", str(tmp_path / "bench.json"), "--steps", "1", "--output",
+                       str(tmp_path / "bench-out.json")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert result["jit_compile"] is True and "float32, XLA on" in out  # train.jit_compile reaches model.compile
+    assert "train.multi_scale is off for it" in out and result["input_size"] == [64, 64]
 
 
 def test_bookkeeping_parses_every_file_and_scores_every_detection():

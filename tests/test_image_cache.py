@@ -78,3 +78,28 @@ def test_a_huge_image_is_stored_at_the_cap_and_its_boxes_still_fit(tmp_path, mon
         BatchGenerator(instances, layout, **args, cache=cache)[0],
     )
     np.testing.assert_allclose(small["grid"], full["grid"], atol=1e-5)  # boxes scale with the stored size
+
+
+def test_evaluation_reads_the_cache_and_gets_the_decoded_detections(tmp_path, monkeypatch):
+    import detections
+    import evaluate
+    from frontend import YOLO
+
+    instances = shapes(tmp_path / "data", count=3)
+    write_split(str(tmp_path / "big"), 1, seed=4, size=(192, 256))  # stored downscaled: decoded at full size
+    big, _ = parse_annotation(str(tmp_path / "big" / "annotations"), str(tmp_path / "big" / "images"), LABELS)
+    monkeypatch.setattr(image_cache, "MAX_SIDE", 150)
+    cache = image_cache.open_cache([i["filename"] for i in instances + big], str(tmp_path / "cache"), progress=False)
+    yolo = YOLO("MobileNet", 64, LABELS, 6, [1.0, 1.0, 2.0, 2.0], backend_options={"alpha": 0.25},
+                load_pretrained=False)  # fmt: skip
+    config = build_config({})
+    decoded = evaluate.predict_instances(yolo, instances + big, config, progress=False)
+    reads = []
+    monkeypatch.setattr(image_cache, "decode_image", lambda path: reads.append(path) or decode_image(path))
+    monkeypatch.setattr(detections, "decode_image", lambda path: 1 / 0)  # the plain path must not run
+    cached = evaluate.predict_instances(yolo, instances + big, config, progress=False, cache=cache)
+    assert reads == [big[0]["filename"]]  # only the downscaled image was decoded
+    for (b1, s1, c1), (b2, s2, c2) in zip(decoded, cached):
+        np.testing.assert_array_equal(b1, b2)
+        np.testing.assert_array_equal(s1, s2)
+        np.testing.assert_array_equal(c1, c2)

@@ -39,6 +39,11 @@ args = {**generator_args(config, "train"), "batch_size": 2, "augmentation": None
 history = yolo.model.fit(BatchGenerator([instance], TargetLayout.of(yolo), **args), epochs=1, verbose=0,
                          callbacks=[MapEvaluation(yolo, [instance], config)])
 predicted = yolo.predict("tests/data/shapes.jpg", score_threshold=0.0)
+frozen = YOLO(backend="Tiny Yolo", input_size=64, labels=["a", "b"], max_box_per_image=4, anchors=[1, 1, 2, 2])
+frozen_before = [np.array(v) for v in frozen.backend_model.weights]  # BatchNorm moving statistics included
+frozen.model.compile(optimizer=keras.optimizers.Adam(1e-2))
+frozen.model.fit(BatchGenerator([instance], TargetLayout.of(frozen), **args), epochs=1, verbose=0, shuffle=False)
+frozen_unchanged = all(np.array_equal(a, np.array(v)) for a, v in zip(frozen_before, frozen.backend_model.weights))
 gray = YOLO(backend="MobileNet", input_size=64, labels=["a"], max_box_per_image=4, anchors=[1, 1],
             backend_options={"alpha": 0.25}, load_pretrained=False, input_channels=1, head_layers=1, head_filters=8)
 gray_predicted = gray.predict("tests/data/shapes.jpg", score_threshold=0.0)
@@ -53,7 +58,8 @@ print(json.dumps({"loss": float(total), "terms": {k: float(v) for k, v in terms.
                   "fit_loss": history.history["loss"][0], "map": history.history["val_map50"][0],
                   "predicted": len(predicted), "head_changed": bool(np.abs(np.array(head.kernel) - before).max() > 0),
                   "gray_predicted": len(gray_predicted), "gray_input": list(gray.inference_model.input.shape[1:]),
-                  "bf16_loss": float(bf16_loss), "bf16_conv": bf16_conv,
+                  "bf16_loss": float(bf16_loss), "bf16_conv": bf16_conv, "frozen_unchanged": frozen_unchanged,
+                  "frozen_trainable": len(frozen.model.trainable_weights),
                   "shape": list(yolo.inference_model.predict_on_batch(np.zeros((1, 128, 128, 3), np.uint8)).shape)}))
 """
 
@@ -88,3 +94,5 @@ def test_loss_and_train_step_under_jax(tmp_path, make_loss):
     assert result["shape"] == [1, 4, 4, 2, 7]
     assert result["gray_input"] == [64, 64, 1] and result["gray_predicted"] > 0  # 1-channel model with head layers
     assert result["bf16_conv"] == "bfloat16" and np.isfinite(result["bf16_loss"])  # mixed precision under JAX
+    # a frozen backend under JAX: weights and BatchNorm statistics unchanged by training, only the head trains
+    assert result["frozen_unchanged"] and result["frozen_trainable"] == 2

@@ -174,8 +174,12 @@ def instance_boxes(instance, train=True):
 
 def best_anchor(box_w, box_h, anchors):
     """bias_match: the anchor whose shape (both centred at the origin) has the best IoU with the box."""
-    box = np.array([[box_w, box_h]], np.float32)
-    return int(np.argmax(shape_iou(box, np.asarray(anchors, np.float32).reshape(-1, 2))[0]))
+    return int(best_anchors(np.array([[box_w, box_h]], np.float32), anchors)[0])
+
+
+def best_anchors(wh, anchors):
+    """best_anchor for every row of (N, 2) box shapes at once."""
+    return np.argmax(shape_iou(wh, np.asarray(anchors, np.float32).reshape(-1, 2)), axis=1)
 
 
 def encode_targets(boxes, class_ids, grid_hw, anchors, nb_class, max_box_per_image):
@@ -183,22 +187,31 @@ def encode_targets(boxes, class_ids, grid_hw, anchors, nb_class, max_box_per_ima
 
     Each box goes to the cell holding its centre and to its best-shape anchor (darknet's
     bias_match); a later box in the same slot replaces an earlier one, as in darknet.
-    Coordinates are in grid units: x, y of the centre, width, height.
+    Coordinates are in grid units: x, y of the centre, width, height. All boxes at once, no loop.
     """
     grid_h, grid_w = grid_hw
     nb_box = len(anchors) // 2
     y_grid = np.zeros((grid_h, grid_w, nb_box, 4 + 1 + nb_class), np.float32)
     true_boxes = np.zeros((max_box_per_image, 4), np.float32)
-    for k, (box, cls) in enumerate(zip(boxes, class_ids)):
-        cx, cy = (box[0] + box[2]) / 2 * grid_w, (box[1] + box[3]) / 2 * grid_h
-        bw, bh = (box[2] - box[0]) * grid_w, (box[3] - box[1]) * grid_h
-        i, j = min(int(cx), grid_w - 1), min(int(cy), grid_h - 1)
-        a = best_anchor(bw, bh, anchors)
-        y_grid[j, i, a] = 0
-        y_grid[j, i, a, 0:5] = cx, cy, bw, bh, 1.0
-        y_grid[j, i, a, 5 + cls] = 1.0
-        if k < max_box_per_image:
-            true_boxes[k] = cx, cy, bw, bh
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if not len(boxes):
+        return y_grid, true_boxes
+    centre_x, centre_y = (boxes[:, 0] + boxes[:, 2]) / 2 * grid_w, (boxes[:, 1] + boxes[:, 3]) / 2 * grid_h
+    width, height = (boxes[:, 2] - boxes[:, 0]) * grid_w, (boxes[:, 3] - boxes[:, 1]) * grid_h
+    xywh = np.stack([centre_x, centre_y, width, height], axis=1)
+    i = np.minimum(centre_x.astype(np.int64), grid_w - 1)
+    j = np.minimum(centre_y.astype(np.int64), grid_h - 1)
+    a = best_anchors(xywh[:, 2:], anchors)
+    # the last box wins a shared slot: keep each slot's last occurrence
+    slots = (j * grid_w + i) * nb_box + a
+    _, last_from_end = np.unique(slots[::-1], return_index=True)
+    last = len(slots) - 1 - last_from_end
+    values = np.zeros((len(last), 4 + 1 + nb_class), np.float32)
+    values[:, :4], values[:, 4] = xywh[last], 1.0
+    values[np.arange(len(last)), 5 + np.asarray(class_ids, np.int64)[last]] = 1.0
+    y_grid[j[last], i[last], a[last]] = values
+    kept = min(len(boxes), max_box_per_image)
+    true_boxes[:kept] = xywh[:kept]
     return y_grid, true_boxes
 
 

@@ -80,6 +80,41 @@ def test_encode_targets_by_hand():
     np.testing.assert_allclose(true_boxes, [[2.2, 1.2, 3, 2], [0.5, 0.5, 1, 1], [0, 0, 0, 0]], rtol=1e-6)
 
 
+def reference_encode_targets(boxes, class_ids, grid_hw, anchors, nb_class, max_box_per_image):
+    """encode_targets as first written, one box at a time: the reference for the vectorised one."""
+    grid_h, grid_w = grid_hw
+    y_grid = np.zeros((grid_h, grid_w, len(anchors) // 2, 4 + 1 + nb_class), np.float32)
+    true_boxes = np.zeros((max_box_per_image, 4), np.float32)
+    for k, (box, cls) in enumerate(zip(boxes, class_ids)):
+        cx, cy = (box[0] + box[2]) / 2 * grid_w, (box[1] + box[3]) / 2 * grid_h
+        bw, bh = (box[2] - box[0]) * grid_w, (box[3] - box[1]) * grid_h
+        i, j = min(int(cx), grid_w - 1), min(int(cy), grid_h - 1)
+        a = best_anchor(bw, bh, anchors)
+        y_grid[j, i, a] = 0
+        y_grid[j, i, a, 0:5] = cx, cy, bw, bh, 1.0
+        y_grid[j, i, a, 5 + cls] = 1.0
+        if k < max_box_per_image:
+            true_boxes[k] = cx, cy, bw, bh
+    return y_grid, true_boxes
+
+
+def test_encode_targets_equals_the_one_box_at_a_time_version():
+    rng = np.random.default_rng(2)
+    anchors = [0.6, 0.6, 0.87, 1.6, 1.6, 0.87, 4.0, 3.0]
+    for k in range(200):
+        n = int(rng.integers(0, 40))
+        corners = rng.uniform(0, 1, (n, 2, 2)).astype(np.float32)
+        if k % 4 == 0:  # crowded: many boxes share cells and anchors, so later ones must replace earlier ones
+            corners = (corners * 0.2 + 0.4).astype(np.float32)
+        boxes = np.concatenate([corners.min(axis=1), corners.max(axis=1)], axis=1)
+        boxes[: n // 5, 2:] = 1.0  # boxes touching the far edges land in the last cell
+        classes = rng.integers(0, 3, n).tolist()
+        grid = (int(rng.integers(1, 20)), int(rng.integers(1, 20)))
+        for got, want in zip(encode_targets(boxes, classes, grid, anchors, 3, 10),
+                             reference_encode_targets(boxes, classes, grid, anchors, 3, 10)):  # fmt: skip
+            np.testing.assert_array_equal(got, want)
+
+
 def test_best_anchor_is_shape_iou_not_area():
     # 2x2 box: anchor (1.9, 4) has IoU 3.8 / 7.6 = 0.5; anchor (1.5, 1.5) has 2.25 / 4 = 0.5625.
     assert best_anchor(2.0, 2.0, [1.9, 4.0, 1.5, 1.5]) == 1

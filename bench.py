@@ -1,8 +1,8 @@
 """`python main.py bench`: where training and inference time goes on this machine, as a table and JSON.
 
 For the config's detector (backend, input size, batch, frozen or not) on its training images:
-* pipeline: BatchGenerator alone (augmentation, target encoding) on `workers` threads, img/s, decoding the
-  JPEGs and reading the decode-once cache (its build time and size too);
+* pipeline: BatchGenerator alone (augmentation, target encoding) on `workers` threads for 10 x steps batches,
+  img/s, decoding the JPEGs and reading the decode-once cache (its build time and size too);
 * step: the bare train step on one batch already converted to backend tensors, img/s;
 * fit: `model.fit` through the whole pipeline, img/s (the second epoch: the first one compiles);
   fit / step says how much the pipeline costs the accelerator;
@@ -17,7 +17,6 @@ import json
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -26,6 +25,7 @@ from backends.report import count_flops
 from config import compile_args, generator_args, optimizer_args
 from image_cache import open_cache
 from preprocessing import BatchGenerator, ParseReport, TargetLayout, parse_annotation
+from tf_data import fit_data
 from weight_files import atomic_write
 
 
@@ -38,13 +38,15 @@ def images_per_second(run, images, repeats):
     return images * repeats / (time.perf_counter() - start)
 
 
-def pipeline_rate(generator, steps, workers):
-    """Batches produced by `workers` threads, as Keras' PyDataset runs them for fit (after one untimed batch
-    per thread: the first one allocates that thread's buffers)."""
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(generator.__getitem__, range(workers)))
-        start = time.perf_counter()
-        list(pool.map(generator.__getitem__, [i % len(generator) for i in range(steps)]))
+def pipeline_rate(generator, steps):
+    """Batches read in order from a training stream, as fit reads them (it loads ahead on its own threads),
+    after untimed first batches: the first one of each thread allocates its buffers."""
+    generator.set_epoch(0)
+    for i in range(generator.threads):
+        generator[i]
+    start = time.perf_counter()
+    for i in range(generator.threads, generator.threads + steps):
+        generator[i]
     return steps * generator.batch_size / (time.perf_counter() - start)
 
 
@@ -65,8 +67,8 @@ def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_run
         cache = open_cache([i["filename"] for i in instances], cache_dir, train_args["workers"], progress=False)
         cache_figures = {"cache_build_s": time.perf_counter() - start, "cache_mib": cache.nbytes() / 2**20}
         from_cache = BatchGenerator(instances, layout, **train_args, cache=cache)
-        pipelines = {"pipeline_img_s": pipeline_rate(from_jpeg, steps, train_args["workers"]),
-                     "pipeline_cache_img_s": pipeline_rate(from_cache, steps, train_args["workers"])}  # fmt: skip
+        pipelines = {"pipeline_img_s": pipeline_rate(from_jpeg, 10 * steps),
+                     "pipeline_cache_img_s": pipeline_rate(from_cache, 10 * steps)}  # fmt: skip
         # fit reads images as training does: through the cache when train.cache_images is on
         training = train_step_and_fit(yolo, config, from_cache if config["train"]["cache_images"] else from_jpeg, steps)
         del cache, from_cache  # the memory map is closed before its folder goes
@@ -96,15 +98,19 @@ def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_run
 
 
 def train_step_and_fit(yolo, config, generator, steps):
-    """The bare train step on one batch already converted to backend tensors, then fit through `generator`."""
+    """The bare train step on one batch already converted to backend tensors (timed before and after fit, the
+    mean of the two: this machine's speed drifts), and fit through the `generator` stream (its second epoch
+    of `steps` batches: the first one compiles)."""
     from training import make_optimizer
 
     yolo.model.compile(optimizer=make_optimizer(10 * steps, **optimizer_args(config)), **compile_args(config))
     x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, generator[0])
-    step = images_per_second(lambda: yolo.model.train_on_batch(x, y), generator.batch_size, steps)
-    timer, fit_steps = EpochTimer(), min(steps, len(generator))
-    yolo.model.fit(generator, epochs=2, steps_per_epoch=fit_steps, callbacks=[timer], verbose=0, shuffle=False)
-    fit = fit_steps * generator.batch_size / timer.seconds
+    before = images_per_second(lambda: yolo.model.train_on_batch(x, y), generator.batch_size, steps)
+    timer = EpochTimer()
+    yolo.model.fit(fit_data(generator, 0), epochs=2, steps_per_epoch=steps, callbacks=[timer], verbose=0)
+    fit = steps * generator.batch_size / timer.seconds
+    after = images_per_second(lambda: yolo.model.train_on_batch(x, y), generator.batch_size, steps)
+    step = (before + after) / 2
     return {
         "step_img_s": step,
         "fit_img_s": fit,

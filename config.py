@@ -375,9 +375,10 @@ def generator_args(config, split):
     common = {"batch_size": train["batch_size"], "workers": train["workers"], "seed": train["seed"]}
     if split == "train":
         return {**common, "times": train["train_times"], "augmentation": augmentation_args(config), "shuffle": True,
-                "count_seen": True, "multi_scale": multi_scale_sizes(config), "epochs": train["nb_epochs"]}  # fmt: skip
+                "count_seen": True, "multi_scale": multi_scale_sizes(config), "epochs": train["nb_epochs"],
+                "stream": True}  # fmt: skip
     return {**common, "times": config["valid"]["valid_times"], "augmentation": None, "shuffle": False,
-            "count_seen": False, "multi_scale": None, "epochs": 1}  # fmt: skip
+            "count_seen": False, "multi_scale": None, "epochs": 1, "stream": False}  # fmt: skip
 
 
 def detection_args(config, score_threshold=None):

@@ -12,6 +12,7 @@ import os
 import warnings
 import xml.etree.ElementTree as ET
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -261,11 +262,18 @@ class BatchGenerator(keras.utils.PyDataset):
     The settings come from config.generator_args; `augmentation` None means a plain resize. With
     `multi_scale` (smallest, largest) batches come in square sizes multi_scale_side draws over `epochs`
     epochs of batches. With a `cache` (image_cache.ImageCache) images are read from it instead of decoded.
+
+    A `stream` (training) has no end: batch i is batch number set_epoch's epoch x len(self) + i of the run,
+    epoch after epoch, and fit reads it with steps_per_epoch=len(self). Every batch is a function of its
+    number alone, so nothing depends on Keras' epoch hooks (Keras 3 calls on_epoch_end once before training,
+    and starts its loader threads before on_epoch_begin). A stream computes the next batches ahead on its own
+    `workers` threads, which keep running across epochs: Keras' loader restarts at every epoch and stalls the
+    first step by about a second.
     """
 
     def __init__(self, instances, layout, batch_size, augmentation, shuffle, times, seed, count_seen, workers,
-                 multi_scale, epochs, cache=None):  # fmt: skip
-        super().__init__(workers=workers)
+                 multi_scale, epochs, stream, cache=None):  # fmt: skip
+        super().__init__(workers=1 if stream else workers)  # a stream loads ahead itself
         self.cache = cache
         if not instances:
             raise ValueError("BatchGenerator needs at least one image")
@@ -278,37 +286,41 @@ class BatchGenerator(keras.utils.PyDataset):
         self.seed = seed
         # Validation batches report "seen forever" so the training-only warm-up term stays out of val_loss.
         self.count_seen = count_seen
-        self.multi_scale, self.epochs = multi_scale, epochs
+        self.multi_scale, self.epochs, self.stream = multi_scale, epochs, stream
+        self.threads = workers
+        self._ahead, self._pool = {}, None
         self.bad_images = set()
         self.label_index = {label: i for i, label in enumerate(layout.labels)}
+        self._orders = {}
         self.set_epoch(0)
 
     def __len__(self):
+        """Batches per epoch."""
         return math.ceil(len(self.instances) * self.times / self.batch_size)
 
-    def _make_order(self):
-        order = np.tile(np.arange(len(self.instances)), self.times)
-        if self.shuffle:
-            np.random.default_rng((self.seed, self.epoch)).shuffle(order)
-        return order
-
-    def on_epoch_begin(self):
-        # Epochs are counted where each begins: Keras 3 also calls on_epoch_end once before the first epoch
-        # (EpochIterator.reset), which would start training at epoch 1 and `seen` one epoch too far.
-        self.set_epoch(self._next_epoch)
-        self._next_epoch += 1
+    @property
+    def num_batches(self):
+        return None if self.stream else len(self)
 
     def set_epoch(self, epoch):
-        """The batches of `epoch` from now on and the next epoch Keras begins (resumed runs continue the
-        shuffling, sizes and `seen` count where they were)."""
-        self.epoch = self._next_epoch = epoch
-        self._order = self._make_order()
+        """Batch 0 is the first batch of `epoch` from now on (resumed runs continue the shuffling, sizes and
+        `seen` count where they were)."""
+        self.first_batch = epoch * len(self)
 
-    def batch_layout(self, idx):
-        """The layout of batch `idx` of the current epoch: the detector's, or a multi-scale size."""
+    def order(self, epoch):
+        """The image order of `epoch`: every image `times` times, shuffled per epoch (seeded)."""
+        if epoch not in self._orders:
+            order = np.tile(np.arange(len(self.instances)), self.times)
+            if self.shuffle:
+                np.random.default_rng((self.seed, epoch)).shuffle(order)
+            # loader threads may straddle an epoch's end: keep the neighbouring orders
+            self._orders = {e: o for e, o in self._orders.items() if abs(e - epoch) <= 1} | {epoch: order}
+        return self._orders[epoch]
+
+    def batch_layout(self, batch):
+        """The layout of the run's batch number `batch`: the detector's, or a multi-scale size."""
         if not self.multi_scale:
             return self.layout
-        batch = self.epoch * len(self) + idx
         return self.layout.at(multi_scale_side(batch, self.multi_scale, self.epochs * len(self), self.seed))
 
     def load(self, index, rng, out_hw):
@@ -341,19 +353,35 @@ class BatchGenerator(keras.utils.PyDataset):
             return self.cache[path]
         return decode_image(path)
 
-    def __getitem__(self, idx):
-        layout, batch_size = self.batch_layout(idx), self.batch_size
-        rng = np.random.default_rng((self.seed, self.epoch, idx))
+    def __getitem__(self, i):
+        batch = self.first_batch + i
+        if not self.stream or self.threads < 2:
+            return self.make_batch(batch)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="batches")
+        for ahead in range(batch, batch + 2 * self.threads):
+            if ahead not in self._ahead:
+                self._ahead[ahead] = self._pool.submit(self.make_batch, ahead)
+        for stale in [b for b in self._ahead if b < batch]:  # a resumed or restarted stream moved back
+            del self._ahead[stale]
+        return self._ahead.pop(batch).result()
+
+    def make_batch(self, batch):
+        """The run's batch number `batch`."""
+        batch_size = self.batch_size
+        epoch, idx = divmod(batch, len(self))
+        layout, order = self.batch_layout(batch), self.order(epoch)
+        rng = np.random.default_rng((self.seed, epoch, idx))
         images = np.zeros((batch_size, *layout.input_hw, layout.channels), np.uint8)
         nb_box, nb_class = len(layout.anchors) // 2, len(layout.labels)
         grids = np.zeros((batch_size, *layout.grid_hw, nb_box, 5 + nb_class), np.float32)
         true_boxes = np.zeros((batch_size, 1, 1, 1, layout.max_box_per_image, 4), np.float32)
         for b in range(batch_size):
-            index = int(self._order[(idx * batch_size + b) % len(self._order)])
+            index = int(order[(idx * batch_size + b) % len(order)])
             images[b], boxes, class_ids = self.load(index, rng, layout.input_hw)
             grids[b], true_boxes[b, 0, 0, 0] = encode_targets(
                 boxes, class_ids, layout.grid_hw, layout.anchors, nb_class, layout.max_box_per_image
             )
-        seen_before = (self.epoch * len(self) + idx) * batch_size if self.count_seen else np.finfo(np.float32).max
+        seen_before = batch * batch_size if self.count_seen else np.finfo(np.float32).max
         seen = np.full((batch_size,), seen_before, np.float32)
         return {"input_image": images, "true_boxes": true_boxes}, {"grid": grids, "seen": seen}

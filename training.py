@@ -52,7 +52,6 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     initial_epoch, best = 0, None
     if run_dir:
         initial_epoch, best = read_resume_epoch(os.path.join(run_dir, "resume.h5"))
-        train_gen.set_epoch(initial_epoch)
         print(f"Resuming {run_dir} at epoch {initial_epoch + 1}/{train_cfg['nb_epochs']}.")
     else:
         name = train_cfg["run_name"] or config["model"]["backend"].lower().replace(" ", "_")
@@ -76,10 +75,9 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
             resuming = False
         stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache) + list(callbacks)
         try:
-            # shuffle=False: BatchGenerator shuffles the images itself (seeded); Keras' shuffling of the batch
-            # order would scramble `seen` (the warm-up) and the multi-scale groups of 10 batches.
-            yolo.model.fit(fit_data(train_gen, initial_epoch), validation_data=valid_gen, epochs=last,
-                           initial_epoch=initial_epoch, callbacks=stage_callbacks, verbose=verbose,
+            # BatchGenerator shuffles the images itself (seeded); its batches come in order, epoch after epoch
+            yolo.model.fit(fit_data(train_gen, initial_epoch), steps_per_epoch=len(train_gen), validation_data=valid_gen,
+                           epochs=last, initial_epoch=initial_epoch, callbacks=stage_callbacks, verbose=verbose,
                            shuffle=False)  # fmt: skip
         except KeyboardInterrupt:
             raise TrainingInterrupted(

@@ -36,13 +36,13 @@ yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
 instance = {"filename": "tests/data/shapes.jpg", "width": 128, "height": 128,
             "object": [{"name": "a", "difficult": False, "xmin": 10, "ymin": 20, "xmax": 60, "ymax": 90}]}
 args = {**generator_args(config, "train"), "batch_size": 2, "augmentation": None, "shuffle": False}
-history = yolo.model.fit(BatchGenerator([instance], TargetLayout.of(yolo), **args), epochs=1, verbose=0,
+history = yolo.model.fit(BatchGenerator([instance], TargetLayout.of(yolo), **args), steps_per_epoch=1, epochs=1, verbose=0,
                          callbacks=[MapEvaluation(yolo, [instance], config)])
 predicted = yolo.predict("tests/data/shapes.jpg", score_threshold=0.0)
 frozen = YOLO(backend="Tiny Yolo", input_size=64, labels=["a", "b"], max_box_per_image=4, anchors=[1, 1, 2, 2])
 frozen_before = [np.array(v) for v in frozen.backend_model.weights]  # BatchNorm moving statistics included
 frozen.model.compile(optimizer=keras.optimizers.Adam(1e-2))
-frozen.model.fit(BatchGenerator([instance], TargetLayout.of(frozen), **args), epochs=1, verbose=0, shuffle=False)
+frozen.model.fit(BatchGenerator([instance], TargetLayout.of(frozen), **args), steps_per_epoch=1, epochs=1, verbose=0)
 frozen_unchanged = all(np.array_equal(a, np.array(v)) for a, v in zip(frozen_before, frozen.backend_model.weights))
 gray = YOLO(backend="MobileNet", input_size=64, labels=["a"], max_box_per_image=4, anchors=[1, 1],
             backend_options={"alpha": 0.25}, load_pretrained=False, input_channels=1, head_layers=1, head_filters=8)

@@ -111,27 +111,37 @@ def test_frozen_backend_is_unchanged_by_training_and_head_changes(plain_batches)
     head = yolo.model.get_layer("DetectionLayer")
     head_before = head.kernel.numpy().copy()
     yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    yolo.model.fit(plain_batches([ONE_SHAPE], yolo, 2), epochs=2, verbose=0)
+    data = plain_batches([ONE_SHAPE], yolo, 2)
+    yolo.model.fit(data, steps_per_epoch=len(data), epochs=2, verbose=0)
     for before, after in zip(backend_before, yolo.backend_model.weights):
         np.testing.assert_array_equal(before, after.numpy())
     assert not np.allclose(head_before, head.kernel.numpy())
 
 
-def test_fit_trains_epoch_0_first_with_seen_counting_from_0(plain_batches):
-    """Keras 3 calls on_epoch_end once before training; the warm-up's `seen` must still start at 0."""
+def test_fit_serves_the_runs_batches_in_order_and_a_resumed_fit_continues_them(plain_batches):
+    """Keras 3 calls on_epoch_end once before training: batches must still start at `seen` 0, epoch after epoch,
+    and a fit resumed at epoch 1 must start at epoch 1's first batch."""
+    from tf_data import fit_data
+
     yolo = tiny_detector()
-    batches = plain_batches([ONE_SHAPE], yolo, 2, times=4)
+    batches = plain_batches([ONE_SHAPE], yolo, 2, times=4)  # 2 batches an epoch
     served = []
 
-    class Recorder(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            served.append((batches.epoch, batch))
+    class Recording(type(batches)):
+        def __getitem__(self, i):
+            result = super().__getitem__(i)
+            served.append(int(result[1]["seen"][0]))
+            return result
 
+    batches.__class__ = Recording
     yolo.model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    yolo.model.fit(batches, epochs=2, verbose=0, shuffle=False, callbacks=[Recorder()])
-    assert served == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    batches.set_epoch(0)
-    assert [batches[i][1]["seen"][0] for i in range(2)] == [0, 2]
+    yolo.model.fit(fit_data(batches, 0), steps_per_epoch=len(batches), epochs=2, verbose=0, shuffle=False)
+    # TensorFlow's adapter first computes two batches to learn their shapes, and tf.data computes ahead
+    peeked = 2 if keras.backend.backend() == "tensorflow" else 0
+    assert served[peeked : peeked + 4] == [0, 2, 4, 6]
+    served.clear()
+    yolo.model.fit(fit_data(batches, 1), steps_per_epoch=len(batches), epochs=2, initial_epoch=1, verbose=0)
+    assert served[peeked : peeked + 2] == [4, 6]
 
 
 def test_unfrozen_backend_trains(plain_batches):
@@ -139,7 +149,8 @@ def test_unfrozen_backend_trains(plain_batches):
     conv = yolo.backend_model.get_layer("conv_1")
     before = conv.kernel.numpy().copy()
     yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    yolo.model.fit(plain_batches([ONE_SHAPE], yolo, 2), epochs=1, verbose=0)
+    data = plain_batches([ONE_SHAPE], yolo, 2)
+    yolo.model.fit(data, steps_per_epoch=len(data), epochs=1, verbose=0)
     assert not np.allclose(before, conv.kernel.numpy())
 
 

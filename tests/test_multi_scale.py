@@ -32,10 +32,10 @@ def test_multi_scale_side_follows_darknet():
     assert sides != [multi_scale_side(b, (320, 608), total, seed=1) for b in range(total)]
 
 
-def _generator(layout, multi_scale, epochs=1, times=1):
+def _generator(layout, multi_scale, epochs=1, times=1, stream=True):
     config = build_config({"train": {"seed": 3}})
     args = {**generator_args(config, "train"), "batch_size": 2, "times": times, "multi_scale": multi_scale,
-            "epochs": epochs, "workers": 1}  # fmt: skip
+            "epochs": epochs, "workers": 1, "stream": stream}  # fmt: skip
     return BatchGenerator([ONE_SHAPE, {**ONE_SHAPE, "object": ONE_SHAPE["object"] * 2}], layout, **args)
 
 
@@ -107,12 +107,12 @@ def test_multi_scale_fit_trains_at_each_size_and_traces_once_not_per_switch(monk
     sides = [multi_scale_side(i, yolo.multi_scale, len(train), train.seed) for i in range(len(train))]
     switches = sum(a != b for a, b in zip(sides, sides[1:]))
     assert len(set(sides)) >= 2 and switches >= 2
-    valid = _generator(TargetLayout.of(yolo), None)
+    valid = _generator(TargetLayout.of(yolo), None, stream=False)
     traced = count_loss_traces(yolo)
     head = yolo.model.get_layer("DetectionLayer")
     before = keras.ops.convert_to_numpy(head.kernel).copy()
     yolo.model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = yolo.model.fit(fit_data(train, 0), validation_data=valid, epochs=1, verbose=0, shuffle=False)
+    history = yolo.model.fit(fit_data(train, 0), steps_per_epoch=len(train), validation_data=valid, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0]) and np.isfinite(history.history["val_loss"][0])
     assert not np.allclose(before, keras.ops.convert_to_numpy(head.kernel))
     train_traces = len(traced) - 1  # one trace is the validation step, at the configured 96
@@ -134,7 +134,7 @@ yolo = YOLO("MobileNet", 96, ["a"], 4, [1.0, 1.0, 2.0, 3.0], backend_options={"a
 train = t._generator(preprocessing.TargetLayout.of(yolo), yolo.multi_scale, times=60)
 traced = t.count_loss_traces(yolo)
 yolo.model.compile(optimizer=keras.optimizers.Adam(1e-3))
-loss = yolo.model.fit(train, epochs=1, verbose=0, shuffle=False).history["loss"][0]
+loss = yolo.model.fit(train, steps_per_epoch=len(train), epochs=1, verbose=0).history["loss"][0]
 sides = [preprocessing.multi_scale_side(i, yolo.multi_scale, len(train), train.seed) for i in range(len(train))]
 print(json.dumps({"traced": [list(s) for s in traced], "sides": sides, "loss": loss}))
 """

@@ -163,7 +163,7 @@ def test_overfits_a_few_images(tmp_path, plain_batches, default_config):
     epochs = 80
     settings = {**optimizer_args(default_config), "learning_rate": 1e-2, "burn_in": 20, "lr_schedule": "cosine"}
     yolo.model.compile(optimizer=make_optimizer(epochs * len(data), **settings))
-    yolo.model.fit(data, epochs=epochs, verbose=0)
+    yolo.model.fit(data, steps_per_epoch=len(data), epochs=epochs, verbose=0)
 
     found = total = 0
     detected = detect_files(yolo, [i["filename"] for i in instances], {"score_threshold": 0.3, "nms_threshold": 0.45,

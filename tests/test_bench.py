@@ -8,6 +8,7 @@ import main as cli
 from bench import bookkeeping
 
 
+@pytest.mark.slow
 def test_bench_reports_consistent_figures(tmp_path, capsys, demo_like_config):
     path, config = demo_like_config(tmp_path, train_count=8, valid_count=2)
     config["model"].update(input_size=64, freeze_backend=True, anchors=[1.0, 1.0, 2.0, 2.0])

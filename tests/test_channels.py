@@ -67,6 +67,7 @@ def test_uniform_normalisation_is_the_plain_sum_over_input_channels():
     np.testing.assert_allclose(shift, 0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_layer_without_bias_passes_its_shift_to_the_batchnorm_after_it(tmp_path):
     """DenseNet201's first convolution has no bias and TORCH-style per-channel normalisation."""
     source = get_backend("DenseNet201").build((96, 96, 3))

@@ -15,7 +15,9 @@ from utils import detect
 
 CASES = [  # (seed, grid, anchors, classes, score threshold, nms threshold, max detections)
     (0, (4, 4), [1.0, 1.0, 2.0, 3.0], 3, 0.005, 0.45, 300),
-    (1, (13, 13), [1.3, 1.7, 3.2, 4.0, 5.1, 8.1, 9.5, 4.8, 11.2, 10.0], 20, 0.005, 0.45, 300),  # VOC's shape
+    pytest.param(
+        1, (13, 13), [1.3, 1.7, 3.2, 4.0, 5.1, 8.1, 9.5, 4.8, 11.2, 10.0], 20, 0.005, 0.45, 300, marks=pytest.mark.slow
+    ),  # VOC's shape
     (2, (7, 5), [0.6, 0.6, 1.6, 0.9], 2, 0.3, 0.45, 300),
     (3, (6, 6), [4.0, 4.0], 4, 0.0, 0.3, 7),  # every candidate, a small cap
     (4, (3, 3), [1.0, 1.0, 2.0, 2.0], 1, 0.9, 0.45, 300),  # almost nothing passes
@@ -46,9 +48,11 @@ def assert_same_as_reference(result, netout, anchors, score_threshold, nms_thres
         assert not result["boxes"][b, n:].any() and not result["scores"][b, n:].any()  # padding is zero
 
 
-@pytest.mark.parametrize("case", CASES, ids=[str(c[0]) for c in CASES])
-def test_graph_detections_equal_the_numpy_reference(case):
-    seed, grid, anchors, classes, *settings = case
+@pytest.mark.parametrize("seed, grid, anchors, classes, score_threshold, nms_threshold, max_detections", CASES)
+def test_graph_detections_equal_the_numpy_reference(
+    seed, grid, anchors, classes, score_threshold, nms_threshold, max_detections
+):
+    settings = (score_threshold, nms_threshold, max_detections)
     netout = netouts(seed, grid, anchors, classes)
     result = graph_detect(netout, anchors, *settings)
     assert result["boxes"].shape == (3, settings[-1], 4) and result["classes"].dtype == np.int32
@@ -70,7 +74,7 @@ sys.path.insert(0, "tests")
 import test_decoding as t
 out = {}
 for case in t.CASES:
-    seed, grid, anchors, classes, *settings = case
+    seed, grid, anchors, classes, *settings = getattr(case, "values", case)
     out[seed] = {k: v.tolist() for k, v in t.graph_detect(t.netouts(seed, grid, anchors, classes), anchors, *settings).items()}
 print(json.dumps(out))
 """
@@ -84,6 +88,7 @@ def test_graph_detections_under_jax_equal_the_reference():
                           timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(done.stdout.strip().splitlines()[-1])
-    for seed, grid, anchors, classes, *settings in CASES:
+    for case in CASES:
+        seed, grid, anchors, classes, *settings = getattr(case, "values", case)
         result = {k: np.array(v) for k, v in results[str(seed)].items()}
         assert_same_as_reference(result, netouts(seed, grid, anchors, classes), anchors, *settings)

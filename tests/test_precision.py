@@ -18,6 +18,7 @@ def batch(grid_cells):
     return x, y
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_computes_in_16_bits_and_trains():
     yolo = YOLO("MobileNet", 64, ["a", "b"], 4, [1, 1, 2, 2], backend_options={"alpha": 0.25}, freeze_backend=False,
                 load_pretrained=False, precision="mixed_bfloat16")  # fmt: skip

@@ -61,6 +61,7 @@ class EpochTimer(keras.callbacks.Callback):
 def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_runs=20):
     """-> dict of the figures the module docstring lists (the Python API of `main.py bench`)."""
     layout, train_args = TargetLayout.of(yolo), generator_args(config, "train")
+    detection = detection_cost(yolo, instances)  # first: after training this machine measured it 3-4x slower
     from_jpeg = BatchGenerator(instances, layout, **train_args)
     with tempfile.TemporaryDirectory() as cache_dir:
         start = time.perf_counter()
@@ -90,6 +91,7 @@ def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_run
         **cache_figures,
         **training,
         **inference,
+        **detection,
         "gflops_per_image": forward / 1e9,
         "training_gflops_per_image": training_flops / 1e9,
         "inference_tflop_s": forward * inference["inference_img_s"] / 1e12,
@@ -132,6 +134,37 @@ def inference_rates(yolo, shape, batch, latency_runs):
         yolo.inference_model.predict_on_batch(one)
         latencies.append(time.perf_counter() - start)
     return {"inference_img_s": rate, "inference_batch": batch, "latency_ms": 1000 * float(np.median(latencies))}
+
+
+def detection_cost(yolo, instances, batch=8, repeats=5):
+    """ms per image of the forward pass alone, of decoding + NMS in the graph on top of it (what detect()
+    runs), and of the numpy reference's decoding + NMS, on `batch` training images at the AP score floor
+    (an untrained head passes every candidate there: the worst case). Each figure is the fastest of
+    `repeats` runs, the two passes taking turns, so a slower moment of the machine does not land on one."""
+    from augmentation import network_input
+    from evaluate import AP_SCORE_FLOOR
+    from images import decode_image
+    from utils import detect
+
+    images = [decode_image(i["filename"]) for i in instances[:batch]]
+    x = np.stack([network_input(im, (yolo.input_h, yolo.input_w), yolo.input_channels) for im in images])
+    settings = {"score_threshold": AP_SCORE_FLOOR, "nms_threshold": 0.45, "max_detections": 300}
+    detector = yolo.detection_model(**settings)
+    netout = yolo.inference_model.predict_on_batch(x)
+    found = detector.predict_on_batch(x)
+    sizes = [im.shape[:2] for im in images]
+    runs = {"forward": lambda: yolo.inference_model.predict_on_batch(x), "graph": lambda: detector.predict_on_batch(x),
+            "numpy": lambda: detect(netout, yolo.anchors, sizes, *settings.values())}  # fmt: skip
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            best[name] = min(best[name], (time.perf_counter() - start) * 1000 / len(x))
+    kept = float(np.mean(keras.ops.convert_to_numpy(found["num_detections"])))
+    return {"forward_ms": best["forward"], "graph_nms_ms": best["graph"] - best["forward"],
+            "numpy_nms_ms": best["numpy"], "nms_over_forward": (best["graph"] - best["forward"]) / best["forward"],
+            "detections_per_image": kept}  # fmt: skip
 
 
 def bookkeeping(n_files=10_000, n_images=5_000, n_classes=20, per_image=100, seed=0):
@@ -184,6 +217,10 @@ def format_bench(result):
              f"{'inference, batch ' + str(result['inference_batch']):<34}{result['inference_img_s']:>10.1f} img/s"
              f"{result['inference_tflop_s']:>10.3f} TFLOP/s",
              f"{'inference latency, batch 1':<34}{result['latency_ms']:>10.2f} ms",
+             f"{'decode + NMS in the graph':<34}{result['graph_nms_ms']:>10.2f} ms/img  "
+             f"{100 * result['nms_over_forward']:.1f}% of the forward pass ({result['forward_ms']:.1f} ms/img, batch "
+             f"8, score floor 0.005, {result['detections_per_image']:.0f} boxes kept an image)",
+             f"{'  the numpy reference instead':<34}{result['numpy_nms_ms']:>10.2f} ms/img",
              f"{'GFLOPs per image':<34}{result['gflops_per_image']:>10.2f} forward, "
              f"{result['training_gflops_per_image']:.2f} training"]  # fmt: skip
     if "bookkeeping" in result:

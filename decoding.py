@@ -40,45 +40,56 @@ def decode(netout, anchors):
     )
 
 
-def iou_with(box, boxes):
-    """IoU of one box per (batch, class) (B, C, 4) with every box (B, N, 4) -> (B, C, N)."""
-    box, boxes = box[:, :, None, :], boxes[:, None, :, :]
-    iw = ops.maximum(ops.minimum(box[..., 2], boxes[..., 2]) - ops.maximum(box[..., 0], boxes[..., 0]), 0.0)
-    ih = ops.maximum(ops.minimum(box[..., 3], boxes[..., 3]) - ops.maximum(box[..., 1], boxes[..., 1]), 0.0)
+def overlaps(boxes, nms_threshold):
+    """(B, N, N) booleans: box i overlaps box j by an IoU above nms_threshold. Computed once for all classes
+    (a box's shape does not depend on its class); each NMS round then only gathers rows of it."""
+    a, b = boxes[:, :, None, :], boxes[:, None, :, :]
+    iw = ops.maximum(ops.minimum(a[..., 2], b[..., 2]) - ops.maximum(a[..., 0], b[..., 0]), 0.0)
+    ih = ops.maximum(ops.minimum(a[..., 3], b[..., 3]) - ops.maximum(a[..., 1], b[..., 1]), 0.0)
     inter = iw * ih
-    area = (box[..., 2] - box[..., 0]) * (box[..., 3] - box[..., 1])
-    areas = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
-    return inter / ops.maximum(area + areas - inter, 1e-12)
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    union = area[:, :, None] + area[:, None, :] - inter
+    return inter / ops.maximum(union, 1e-12) > nms_threshold
 
 
 def per_class_nms(boxes, scores, score_threshold, nms_threshold, max_detections):
     """Greedy NMS in every class at once: each round keeps the best remaining candidate of every class and
     drops the candidates of its class that overlap it by more than nms_threshold. -> kept scores (B, C, K)
     (-1 where a class ran out) and box indices (B, C, K), K = max_detections: a class's later picks could
-    never reach the best K overall, so K rounds give the exact result."""
+    never reach the best K overall, so at most K rounds give the exact result, and fewer once every image has
+    K kept boxes scoring above all its candidates left."""
     scores = ops.transpose(scores, (0, 2, 1))  # (B, C, N)
-    live = ops.where(scores > score_threshold, scores, -1.0)
+    batch, nb_class, n = ops.shape(scores)
+    # row b*N + i: the boxes that box i of image b removes when it is kept (itself included, even with no area)
+    removes = ops.logical_or(overlaps(boxes, nms_threshold), ops.eye(n, dtype="bool")[None])
+    removes = ops.reshape(removes, (-1, n))
+    image_rows = ops.reshape(ops.arange(batch, dtype="int32") * n, (-1, 1))
     slots = ops.arange(max_detections)
-    positions = ops.arange(ops.shape(scores)[2])
-    kept_scores = ops.full(ops.shape(scores)[:2] + (max_detections,), -1.0)
-    kept_index = ops.zeros(ops.shape(scores)[:2] + (max_detections,), "int32")
 
-    def more(k, live, kept_scores, kept_index):
-        return ops.logical_and(k < max_detections, ops.any(live >= 0.0))
+    def best_of(live):
+        # per class, the best candidate left (the first of equal scores, as a stable sort) and its score (-1: none)
+        return ops.cast(ops.argmax(live, axis=-1), "int32"), ops.max(live, axis=-1)
 
-    def keep_best(k, live, kept_scores, kept_index):
-        best = ops.cast(ops.argmax(live, axis=-1), "int32")  # (B, C): the first of equal scores, as a stable sort
-        best_score = ops.max(live, axis=-1)
-        best_box = ops.take_along_axis(boxes, ops.repeat(best[..., None], 4, axis=-1), axis=1)  # (B, C, 4)
-        dropped = ops.logical_or(iou_with(best_box, boxes) > nms_threshold, positions == best[..., None])
-        live = ops.where(ops.logical_and(dropped, (best_score >= 0.0)[..., None]), -1.0, live)
+    def more(k, live, best, best_score, kept_scores, kept_index):
+        # An image is done when no candidate is left, or when max_detections kept boxes score higher than its
+        # best candidate left: later picks could not reach its best max_detections.
+        best_left = ops.max(best_score, axis=1)
+        settled = ops.sum(ops.cast(kept_scores > best_left[:, None, None], "int32"), axis=(1, 2)) >= max_detections
+        going = ops.logical_and(best_left >= 0.0, ops.logical_not(settled))
+        return ops.logical_and(k < max_detections, ops.any(going))
+
+    def keep_best(k, live, best, best_score, kept_scores, kept_index):
         here = slots == k
         kept_scores = ops.where(here, best_score[..., None], kept_scores)
         kept_index = ops.where(here, best[..., None], kept_index)
-        return k + 1, live, kept_scores, kept_index
+        live = ops.where(ops.take(removes, image_rows + best, axis=0), -1.0, live)  # a class with none left stays -1
+        return k + 1, live, *best_of(live), kept_scores, kept_index
 
-    _, _, kept_scores, kept_index = ops.while_loop(more, keep_best, (0, live, kept_scores, kept_index))
-    return kept_scores, kept_index
+    live = ops.where(scores > score_threshold, scores, -1.0)
+    kept_scores = ops.full((batch, nb_class, max_detections), -1.0)
+    kept_index = ops.zeros((batch, nb_class, max_detections), "int32")
+    state = ops.while_loop(more, keep_best, (0, live, *best_of(live), kept_scores, kept_index))
+    return state[-2], state[-1]
 
 
 def select(boxes, kept_scores, kept_index, max_detections):

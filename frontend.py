@@ -20,10 +20,10 @@ from augmentation import network_input
 from backends import check_stride, conv_bn_leaky, freeze_layers, get_backend
 from config import DEFAULTS, as_hw, detector_args, loss_args, validate_model
 from custom_layers import GridReshape, GroundTruthPassthrough
+from decoding import DecodeDetections
 from detections import to_records
 from images import read_rgb
 from loss import YoloLoss
-from utils import detect
 
 MODEL, TRAIN, VALID = DEFAULTS["model"], DEFAULTS["train"], DEFAULTS["valid"]
 
@@ -86,6 +86,7 @@ class YOLO:
             # === Functional Model ===
             self.loss = YoloLoss(self.anchors, **(loss_options or loss_args(DEFAULTS)))
             self.model, self.inference_model = self._build_models()
+        self._detection_models = {}
 
     @classmethod
     def from_config(cls, config, load_pretrained=True, n_train_images=None):
@@ -158,6 +159,16 @@ class YOLO:
 
     # === Inference ===
 
+    def detection_model(self, score_threshold=VALID["score_threshold"], nms_threshold=VALID["nms_threshold"],
+                        max_detections=VALID["max_detections"]):  # fmt: skip
+        """input_image -> {"boxes" (corners 0..1 of the input), "scores", "classes", "num_detections"}: the
+        inference model with decoding and NMS in the graph (decoding.py); built once per setting."""
+        key = (float(score_threshold), float(nms_threshold), int(max_detections))
+        if key not in self._detection_models:
+            detections = DecodeDetections(self.anchors, *key, name="detections")(self.inference_model.output)
+            self._detection_models[key] = keras.Model(self.inference_model.input, detections, name="yolov2_detector")
+        return self._detection_models[key]
+
     def detect(self, images, score_threshold=VALID["score_threshold"], nms_threshold=VALID["nms_threshold"],
                max_detections=VALID["max_detections"]):  # fmt: skip
         """RGB uint8 images of any sizes -> per image (boxes as continuous pixel corners of that image,
@@ -165,9 +176,15 @@ class YOLO:
         if not len(images):
             return []
         batch = np.stack([network_input(image, (self.input_h, self.input_w), self.input_channels) for image in images])
-        netout = self.inference_model.predict_on_batch(batch)
-        sizes = [image.shape[:2] for image in images]
-        return detect(netout, self.anchors, sizes, score_threshold, nms_threshold, max_detections)
+        found = self.detection_model(score_threshold, nms_threshold, max_detections).predict_on_batch(batch)
+        results = []
+        for b, image in enumerate(images):
+            n, (h, w) = int(found["num_detections"][b]), image.shape[:2]
+            size = np.array([w, h, w, h], np.float32)
+            results.append(
+                (np.clip(found["boxes"][b, :n] * size, 0, size), found["scores"][b, :n], found["classes"][b, :n])
+            )
+        return results
 
     def predict(self, image, score_threshold=VALID["score_threshold"], nms_threshold=VALID["nms_threshold"]):
         """Detections in one image: an RGB array (H, W, 3) (gray (H, W) and RGBA are converted) or an

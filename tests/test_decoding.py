@@ -92,3 +92,75 @@ def test_graph_detections_under_jax_equal_the_reference():
         seed, grid, anchors, classes, *settings = getattr(case, "values", case)
         result = {k: np.array(v) for k, v in results[str(seed)].items()}
         assert_same_as_reference(result, netouts(seed, grid, anchors, classes), anchors, *settings)
+
+
+DEMO_SCRIPT = r"""
+import json, sys, warnings
+warnings.filterwarnings("ignore")
+import keras
+import numpy as np
+sys.path.insert(0, "tests")
+import test_decoding as t
+print(json.dumps(t.demo_detections(sys.argv[1])))
+"""
+
+
+def demo_detections(folder):
+    """The demo's detector (its config, untrained: every candidate passes the AP floor) on the first 12 of the
+    demo's validation images (same seed), through the graph and through the numpy reference."""
+    import glob
+
+    from config import load_config
+    from demo_data import write_split
+    from detections import detect_files
+    from evaluate import AP_SCORE_FLOOR
+    from frontend import YOLO
+    from images import decode_image
+    from utils import detect as reference_detect
+
+    write_split(folder, 12, seed=2024 + 1)
+    config = load_config(os.path.join(ROOT, "configs", "demo.json"))
+    keras.utils.set_random_seed(0)
+    yolo = YOLO.from_config(config)
+    paths = sorted(glob.glob(os.path.join(folder, "images", "*.jpg")))
+    out = {}
+    for floor in (AP_SCORE_FLOOR, 0.3):
+        settings = {"score_threshold": floor, "nms_threshold": 0.45, "max_detections": 300}
+        images = [decode_image(p) for p in paths]
+        graph = [d for _, _, d in detect_files(yolo, paths, settings, progress=False)]
+        netout = yolo.inference_model.predict_on_batch(np.stack([yolo_input(yolo, im) for im in images]))
+        numpy = reference_detect(netout, yolo.anchors, [im.shape[:2] for im in images], *settings.values())
+        out[str(floor)] = [[[a.tolist() for a in g], [a.tolist() for a in n]] for g, n in zip(graph, numpy)]
+    return out
+
+
+def yolo_input(yolo, image):
+    from augmentation import network_input
+
+    return network_input(image, (yolo.input_h, yolo.input_w), yolo.input_channels)
+
+
+def assert_demo_detections_agree(result):
+    counts = 0
+    for per_image in result.values():
+        for (boxes, scores, classes), (ref_boxes, ref_scores, ref_classes) in per_image:
+            assert len(scores) == len(ref_scores)
+            np.testing.assert_allclose(np.reshape(boxes, (-1, 4)), np.reshape(ref_boxes, (-1, 4)), atol=1e-3 * 192)
+            np.testing.assert_allclose(scores, ref_scores, rtol=1e-5, atol=1e-7)
+            np.testing.assert_array_equal(classes, ref_classes)
+            counts += len(scores)
+    assert counts > 100
+
+
+def test_yolo_detect_uses_the_graph_and_matches_the_reference_on_demo_images(tmp_path):
+    assert_demo_detections_agree(demo_detections(str(tmp_path / "valid")))
+
+
+@pytest.mark.slow
+def test_yolo_detect_under_jax_matches_the_reference_on_demo_images(tmp_path):
+    pytest.importorskip("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", DEMO_SCRIPT, str(tmp_path / "valid")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_demo_detections_agree(json.loads(done.stdout.strip().splitlines()[-1]))

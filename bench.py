@@ -137,24 +137,20 @@ def inference_rates(yolo, shape, batch, latency_runs):
 
 
 def detection_cost(yolo, instances, batch=8, repeats=5):
-    """ms per image of the forward pass alone, of decoding + NMS in the graph on top of it (what detect()
-    runs), and of the numpy reference's decoding + NMS, on `batch` training images at the AP score floor
+    """ms per image of the forward pass alone and of decoding + NMS in the graph on top of it (what detect()
+    runs), on `batch` training images at the AP score floor
     (an untrained head passes every candidate there: the worst case). Each figure is the fastest of
     `repeats` runs, the two passes taking turns, so a slower moment of the machine does not land on one."""
     from augmentation import network_input
     from evaluate import AP_SCORE_FLOOR
     from images import decode_image
-    from utils import detect
 
     images = [decode_image(i["filename"]) for i in instances[:batch]]
     x = np.stack([network_input(im, (yolo.input_h, yolo.input_w), yolo.input_channels) for im in images])
     settings = {"score_threshold": AP_SCORE_FLOOR, "nms_threshold": 0.45, "max_detections": 300}
     detector = yolo.detection_model(**settings)
-    netout = yolo.inference_model.predict_on_batch(x)
     found = detector.predict_on_batch(x)
-    sizes = [im.shape[:2] for im in images]
-    runs = {"forward": lambda: yolo.inference_model.predict_on_batch(x), "graph": lambda: detector.predict_on_batch(x),
-            "numpy": lambda: detect(netout, yolo.anchors, sizes, *settings.values())}  # fmt: skip
+    runs = {"forward": lambda: yolo.inference_model.predict_on_batch(x), "graph": lambda: detector.predict_on_batch(x)}
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
         for name, run in runs.items():
@@ -163,8 +159,7 @@ def detection_cost(yolo, instances, batch=8, repeats=5):
             best[name] = min(best[name], (time.perf_counter() - start) * 1000 / len(x))
     kept = float(np.mean(keras.ops.convert_to_numpy(found["num_detections"])))
     return {"forward_ms": best["forward"], "graph_nms_ms": best["graph"] - best["forward"],
-            "numpy_nms_ms": best["numpy"], "nms_over_forward": (best["graph"] - best["forward"]) / best["forward"],
-            "detections_per_image": kept}  # fmt: skip
+            "nms_over_forward": (best["graph"] - best["forward"]) / best["forward"], "detections_per_image": kept}  # fmt: skip
 
 
 def bookkeeping(n_files=10_000, n_images=5_000, n_classes=20, per_image=100, seed=0):
@@ -220,7 +215,6 @@ def format_bench(result):
              f"{'decode + NMS in the graph':<34}{result['graph_nms_ms']:>10.2f} ms/img  "
              f"{100 * result['nms_over_forward']:.1f}% of the forward pass ({result['forward_ms']:.1f} ms/img, batch "
              f"8, score floor 0.005, {result['detections_per_image']:.0f} boxes kept an image)",
-             f"{'  the numpy reference instead':<34}{result['numpy_nms_ms']:>10.2f} ms/img",
              f"{'GFLOPs per image':<34}{result['gflops_per_image']:>10.2f} forward, "
              f"{result['training_gflops_per_image']:.2f} training"]  # fmt: skip
     if "bookkeeping" in result:

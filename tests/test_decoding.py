@@ -9,9 +9,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import ROOT
+from numpy_detect import detect
 
 from decoding import DecodeDetections
-from utils import detect
 
 CASES = [  # (seed, grid, anchors, classes, score threshold, nms threshold, max detections)
     (0, (4, 4), [1.0, 1.0, 2.0, 3.0], 3, 0.005, 0.45, 300),
@@ -110,13 +110,14 @@ def demo_detections(folder):
     demo's validation images (same seed), through the graph and through the numpy reference."""
     import glob
 
+    from numpy_detect import detect as reference_detect
+
     from config import load_config
     from demo_data import write_split
     from detections import detect_files
     from evaluate import AP_SCORE_FLOOR
     from frontend import YOLO
     from images import decode_image
-    from utils import detect as reference_detect
 
     write_split(folder, 12, seed=2024 + 1)
     config = load_config(os.path.join(ROOT, "configs", "demo.json"))

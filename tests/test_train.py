@@ -145,12 +145,12 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path, demo_like_config, run_
 def test_overfits_a_few_images(tmp_path, plain_batches, default_config):
     """A few images, no augmentation: the trained model must find every box (IoU >= 0.5, right class)."""
     import keras
+    from numpy_detect import box_iou
 
     from config import optimizer_args
     from detections import detect_files
     from preprocessing import parse_annotation
     from training import make_optimizer
-    from utils import box_iou
 
     write_split(str(tmp_path / "few"), 6, seed=7, size=(128, 128))
     labels = ["ellipse", "rectangle", "triangle"]

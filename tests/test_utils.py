@@ -1,8 +1,9 @@
 """Decoding and NMS against hand-worked cases."""
 
 import numpy as np
+from numpy_detect import box_iou, decode_netout, detect, nms
 
-from utils import box_iou, corners_to_voc, decode_netout, detect, nms, shape_iou, voc_to_corners
+from utils import corners_to_voc, shape_iou, voc_to_corners
 
 
 def test_box_iou_by_hand():

@@ -119,19 +119,25 @@ def select(boxes, kept_scores, kept_index, max_detections):
 class DecodeDetections(keras.layers.Layer):
     """Head output -> {"boxes", "scores", "classes", "num_detections"} (see the module docstring)."""
 
-    def __init__(self, anchors, score_threshold, nms_threshold, max_detections, **kwargs):
+    def __init__(self, anchors, score_threshold, nms_threshold, max_detections, input_hw=None, **kwargs):
+        """input_hw (height, width): boxes in pixels of that input instead of fractions of it (exports)."""
         super().__init__(**{"dtype": "float32", **kwargs})
         self.anchors = [float(a) for a in anchors]
         self.score_threshold = float(score_threshold)
         self.nms_threshold = float(nms_threshold)
         self.max_detections = int(max_detections)
+        self.input_hw = None if input_hw is None else [int(s) for s in input_hw]
 
     def call(self, netout):
         boxes, scores = decode(netout, self.anchors)
         kept_scores, kept_index = per_class_nms(
             boxes, scores, self.score_threshold, self.nms_threshold, self.max_detections
         )
-        return select(boxes, kept_scores, kept_index, self.max_detections)
+        detections = select(boxes, kept_scores, kept_index, self.max_detections)
+        if self.input_hw:
+            h, w = self.input_hw
+            detections["boxes"] = detections["boxes"] * ops.convert_to_tensor([w, h, w, h], "float32")
+        return detections
 
     def compute_output_spec(self, netout):
         batch, k = netout.shape[0], self.max_detections
@@ -144,4 +150,5 @@ class DecodeDetections(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "anchors": self.anchors, "score_threshold": self.score_threshold,
-                "nms_threshold": self.nms_threshold, "max_detections": self.max_detections}  # fmt: skip
+                "nms_threshold": self.nms_threshold, "max_detections": self.max_detections,
+                "input_hw": self.input_hw}  # fmt: skip

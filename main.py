@@ -12,6 +12,7 @@ python main.py weights download yolov2-voc          # fetch darknet's weights an
 python main.py data download voc2012                # fetch and unpack PASCAL VOC2012 into data/VOCdevkit/
 python main.py backends [--bench]                   # parameters, GFLOPs, grid, weights, speed of each backend
 python main.py bench [--steps 10] [--bookkeeping]   # img/s of the pipeline, train step, fit, inference; FLOPs
+python main.py export -w W [--raw] [--output DIR]    # SavedModel with decoding + NMS inside, checked when written
 """
 
 import argparse
@@ -28,7 +29,18 @@ def parse_args(argv):
         "command",
         nargs="?",
         default="train",
-        choices=["train", "anchors", "evaluate", "predict", "convert", "weights", "data", "backends", "bench"],
+        choices=[
+            "train",
+            "anchors",
+            "evaluate",
+            "predict",
+            "convert",
+            "weights",
+            "data",
+            "backends",
+            "bench",
+            "export",
+        ],
         help="what to do (default: train)",
     )
     p.add_argument("what", nargs="*", help="weights, data: 'download NAME' (or nothing, to list what is available)")
@@ -73,6 +85,8 @@ def parse_args(argv):
         "--json", nargs="?", const="", help="predict: write the detections as JSON (default: <output>/detections.json)"
     )
     use.add_argument("--max_frames", type=int, help="predict: stop a video or webcam after this many frames")
+    use.add_argument("--format", choices=["saved_model"], default="saved_model", help="export: the format written")
+    use.add_argument("--raw", action="store_true", help="export: the head output, without decoding and NMS")
     p.add_argument("--bench", action="store_true", help="backends: also measure forward images/s here")
     p.add_argument("--steps", type=int, default=10, help="bench: batches timed for each figure (default 10)")
     p.add_argument("--bookkeeping", action="store_true", help="bench: also time VOC-scale parsing and scoring")
@@ -173,6 +187,27 @@ def predict_command(args, config):
     out = output_dir(args, config, "predict")
     json_path = (args.json or os.path.join(out, "detections.json")) if args.json is not None else None
     return run_prediction(yolo, args.input, out, detection_args(config), json_path, args.max_frames)
+
+
+def export_command(args, config):
+    """The detector with decoding and NMS in the graph as a SavedModel, checked against the Keras graph."""
+    from config import detection_args
+    from datasets import load_datasets
+    from errors import UserError
+    from export import export
+    from images import decode_image
+
+    yolo = load_detector(args, config)
+    folder = args.output or os.path.splitext(args.weights.removesuffix(".weights.h5"))[0] + f"_{args.format}"
+    try:  # checked on validation images when the config has them, else on random pixels
+        valid_set = load_datasets(config)[1][:4]
+    except UserError:
+        valid_set = []
+    images = [image for image in (decode_image(i["filename"]) for i in valid_set) if image is not None]
+    differences = export(yolo, folder, detection_args(config), raw=args.raw, check_images=images)
+    print(f"Wrote {folder} ({args.format}{', raw head output' if args.raw else ''}); checked on {len(images) or 4} "
+          f"images against the Keras graph, largest differences: {differences}")  # fmt: skip
+    return folder
 
 
 def anchors_command(args, config):
@@ -329,7 +364,7 @@ def main(argv=None):
         config, run_dir = resolve_config(args)
         commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command,
                     "convert": convert_command, "weights": weights_command, "data": data_command,
-                    "backends": backends_command, "bench": bench_command}  # fmt: skip
+                    "backends": backends_command, "bench": bench_command, "export": export_command}  # fmt: skip
         if args.command in commands:
             return commands[args.command](args, config)
         return run_training(config, run_dir, verbose=args.verbose)

@@ -47,7 +47,9 @@ def converted_detector(result, input_size):
     return yolo
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "yolov2-voc" else n for n in VARIANTS]
+)
 def test_converted_model_reproduces_darknet(tmp_path, name):
     cfg, weights, sections, convs = write_model(tmp_path, name, np.random.default_rng(0))
     result = convert(cfg, weights, str(tmp_path / "out"))

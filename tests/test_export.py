@@ -89,6 +89,7 @@ def test_files_that_do_not_reproduce_the_graph_are_refused(tmp_path):
         check(folder, export_graph(other, **SETTINGS), x)
 
 
+@pytest.mark.slow
 def test_export_command_writes_beside_the_weights(tmp_path, demo_like_config):
     path, config = demo_like_config(tmp_path)
     yolo = YOLO.from_config(build_config(config), load_pretrained=False)

@@ -23,6 +23,7 @@ from frontend import YOLO
 from weight_files import save_backend_weights
 
 
+@pytest.mark.slow
 def test_missing_dataset_is_one_clear_message(tmp_path, run_cli):
     config = {"train": {"voc_dir": str(tmp_path / "VOCdevkit" / "VOC2012")}}
     (tmp_path / "c.json").write_text(json.dumps(config))

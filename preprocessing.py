@@ -267,8 +267,8 @@ class BatchGenerator(keras.utils.PyDataset):
     epoch after epoch, and fit reads it with steps_per_epoch=len(self). Every batch is a function of its
     number alone, so nothing depends on Keras' epoch hooks (Keras 3 calls on_epoch_end once before training,
     and starts its loader threads before on_epoch_begin). A stream computes the next batches ahead on its own
-    `workers` threads, which keep running across epochs: Keras' loader restarts at every epoch and stalls the
-    first step by about a second.
+    `workers` threads, which keep running across epochs: Keras' loader restarts at every epoch and stalled the
+    first step of each by 0.4-0.7 s here.
     """
 
     def __init__(self, instances, layout, batch_size, augmentation, shuffle, times, seed, count_seen, workers,
@@ -362,7 +362,7 @@ class BatchGenerator(keras.utils.PyDataset):
         for ahead in range(batch, batch + 2 * self.threads):
             if ahead not in self._ahead:
                 self._ahead[ahead] = self._pool.submit(self.make_batch, ahead)
-        for stale in [b for b in self._ahead if b < batch]:  # a resumed or restarted stream moved back
+        for stale in [b for b in self._ahead if b < batch]:  # never asked for now (set_epoch moved the stream on)
             del self._ahead[stale]
         return self._ahead.pop(batch).result()
 

@@ -23,7 +23,7 @@ from evaluate import MapEvaluation, predict_instances, report_evaluation
 from frontend import YOLO
 from image_cache import open_cache
 from images import decode_image
-from preprocessing import BatchGenerator, TargetLayout
+from preprocessing import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES, BatchGenerator, TargetLayout
 from tf_data import fit_data
 from utils import draw_boxes
 from weight_files import FROM_SCRATCH, atomic_write, open_h5, save_detector
@@ -144,8 +144,9 @@ def check_weights(yolo, config):
           f"train; grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors{gray}.")  # fmt: skip
     if yolo.multi_scale:
         smallest, largest = yolo.multi_scale
-        print(f"Multi-scale training (darknet's random=1): every 10 batches a square side from {smallest} to {largest}, "
-              f"the largest for the last 200 batches; evaluation at {yolo.input_w}x{yolo.input_h}.")  # fmt: skip
+        print(f"Multi-scale training (darknet's random=1): every {MULTI_SCALE_EVERY} batches a square side from "
+              f"{smallest} to {largest}, the largest for the last {MULTI_SCALE_FINAL_BATCHES} batches; evaluation at "
+              f"{yolo.input_w}x{yolo.input_h}.")  # fmt: skip
     frozen_for_good = freeze is True and not config["train"]["unfreeze_after"]
     if frozen_for_good and not yolo.head_layers and not yolo.backend.ends_in_detection_layers:
         print("Note: a frozen ImageNet backbone under a single 1x1 conv learns little; model.head_layers: 2 adds "

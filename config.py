@@ -76,8 +76,7 @@ DEFAULTS = {
         "saturation": 1.5,
         "exposure": 1.5,
         "flip": True,
-        # darknet's random=1: every 10 batches a new square input side, a multiple of 32 within multi_scale_sizes
-        # (the largest for the last 200 batches); evaluation stays at model.input_size
+        # darknet's random=1: new square input sides within multi_scale_sizes (preprocessing.multi_scale_side)
         "multi_scale": False,
         "multi_scale_sizes": [320, 608],
         "early_stopping_patience": 0,
@@ -309,8 +308,7 @@ FLAGS = {
     "model": {"input_size": "input_size", "backend": "backend", "freeze_backend": "freeze_backend"},
     "train": {"epochs": "nb_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
               "optimizer": "optimizer", "workers": "workers", "name": "run_name",
-              "pretrained_weights": "pretrained_weights", "download": "download_data",
-              "multi_scale": "multi_scale"},
+              "pretrained_weights": "pretrained_weights", "download": "download_data", "multi_scale": "multi_scale"},
     "valid": {"score_threshold": "score_threshold", "nms_threshold": "nms_threshold"},
 }  # fmt: skip
 
@@ -364,8 +362,7 @@ def augmentation_args(config):
 
 def multi_scale_sizes(config):
     """(smallest, largest) square sides for multi-scale training, or None when it is off."""
-    train = config["train"]
-    return tuple(train["multi_scale_sizes"]) if train["multi_scale"] else None
+    return tuple(config["train"]["multi_scale_sizes"]) if config["train"]["multi_scale"] else None
 
 
 def generator_args(config, split):

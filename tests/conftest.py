@@ -113,3 +113,16 @@ def plain_batches(default_config):
         return BatchGenerator(instances, TargetLayout.of(yolo), **args)
 
     return make
+
+
+def run_under_jax(script, *args):
+    """Runs `script` in a fresh Python under KERAS_BACKEND=jax (the backend is fixed at import) -> the JSON
+    object its last output line holds."""
+    import json
+    import subprocess
+
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -1,14 +1,11 @@
 """The in-graph decoding and NMS (decoding.py) against the numpy reference (utils.detect), on TensorFlow and JAX."""
 
-import json
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_under_jax
 from numpy_detect import detect
 
 from decoding import DecodeDetections
@@ -83,11 +80,7 @@ print(json.dumps(out))
 @pytest.mark.slow
 def test_graph_detections_under_jax_equal_the_reference():
     pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-    done = subprocess.run([sys.executable, "-c", JAX_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
+    results = run_under_jax(JAX_SCRIPT)
     for case in CASES:
         seed, grid, anchors, classes, *settings = getattr(case, "values", case)
         result = {k: np.array(v) for k, v in results[str(seed)].items()}
@@ -160,8 +153,4 @@ def test_yolo_detect_uses_the_graph_and_matches_the_reference_on_demo_images(tmp
 @pytest.mark.slow
 def test_yolo_detect_under_jax_matches_the_reference_on_demo_images(tmp_path):
     pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-    done = subprocess.run([sys.executable, "-c", DEMO_SCRIPT, str(tmp_path / "valid")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert_demo_detections_agree(json.loads(done.stdout.strip().splitlines()[-1]))
+    assert_demo_detections_agree(run_under_jax(DEMO_SCRIPT, tmp_path / "valid"))

@@ -1,13 +1,8 @@
 """The model, loss, a train step with the mAP callback, and prediction under KERAS_BACKEND=jax (run in a subprocess: the backend is fixed at import)."""
 
-import json
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import run_under_jax
 
 pytest.importorskip("jax")
 
@@ -76,11 +71,7 @@ def test_loss_and_train_step_under_jax(tmp_path, make_loss):
     inputs["y_true"][0, 1, 2, 1] = [2.4, 1.3, 2.0, 1.5, 1, 0, 1]
     inputs["true_boxes"][0, 0, 0, 0, 0] = [2.4, 1.3, 2.0, 1.5]
     np.savez(tmp_path / "inputs.npz", **inputs)
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "inputs.npz")], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_under_jax(SCRIPT, str(tmp_path / "inputs.npz"))
 
     total, terms = make_loss([1.0, 1.5, 2.5, 2.0])(
         inputs["y_true"], inputs["y_pred"], inputs["true_boxes"], inputs["seen"]

@@ -1,15 +1,10 @@
 """Multi-scale training (darknet's random=1): the size schedule, the batches, and a model that trains at every
 size while compiling once per size, not once per switch."""
 
-import json
-import os
-import subprocess
-import sys
-
 import keras
 import numpy as np
 import pytest
-from conftest import ROOT, SHAPES_JPG
+from conftest import SHAPES_JPG, run_under_jax
 
 import preprocessing
 from config import ConfigError, build_config, generator_args
@@ -144,11 +139,7 @@ print(json.dumps({"traced": [list(s) for s in traced], "sides": sides, "loss": l
 @pytest.mark.slow
 def test_multi_scale_under_jax_compiles_once_per_size():
     pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
-    done = subprocess.run([sys.executable, "-c", JAX_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = run_under_jax(JAX_SCRIPT)
     grids = sorted({side // 32 for side in result["sides"]})
     traced_grids = sorted({shape[1] for shape in result["traced"]})
     assert traced_grids == grids  # every size compiled ...

@@ -66,9 +66,14 @@ def per_class_nms(boxes, scores, score_threshold, nms_threshold, max_detections)
     image_rows = ops.reshape(ops.arange(batch, dtype="int32") * n, (-1, 1))
     slots = ops.arange(max_detections)
 
+    candidates = ops.arange(n, dtype="int32")
+
     def best_of(live):
-        # per class, the best candidate left (the first of equal scores, as a stable sort) and its score (-1: none)
-        return ops.cast(ops.argmax(live, axis=-1), "int32"), ops.max(live, axis=-1)
+        # per class, the best candidate left (the first of equal scores, as a stable sort) and its score (-1:
+        # none). Not ops.argmax: on floats its TensorFlow form needs BitwiseAnd, which TFLite has no builtin for.
+        best_score = ops.max(live, axis=-1)
+        best = ops.min(ops.where(live == best_score[..., None], candidates, n), axis=-1)
+        return best, best_score
 
     def more(k, live, best, best_score, kept_scores, kept_index):
         # An image is done when no candidate is left, or when max_detections kept boxes score higher than its

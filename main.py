@@ -12,7 +12,8 @@ python main.py weights download yolov2-voc          # fetch darknet's weights an
 python main.py data download voc2012                # fetch and unpack PASCAL VOC2012 into data/VOCdevkit/
 python main.py backends [--bench]                   # parameters, GFLOPs, grid, weights, speed of each backend
 python main.py bench [--steps 10] [--bookkeeping]   # img/s of the pipeline, train step, fit, inference; FLOPs
-python main.py export -w W [--raw] [--output DIR]    # SavedModel with decoding + NMS inside, checked when written
+python main.py export -w W --format saved_model|tflite|onnx [--int8] [--raw]  # decoding + NMS inside, checked
+python main.py predict -w runs/demo/best.onnx -i ... # exported files predict and evaluate too (no Keras model)
 """
 
 import argparse
@@ -85,7 +86,15 @@ def parse_args(argv):
         "--json", nargs="?", const="", help="predict: write the detections as JSON (default: <output>/detections.json)"
     )
     use.add_argument("--max_frames", type=int, help="predict: stop a video or webcam after this many frames")
-    use.add_argument("--format", choices=["saved_model"], default="saved_model", help="export: the format written")
+    use.add_argument(
+        "--format", choices=["saved_model", "tflite", "onnx"], default="saved_model", help="export: format"
+    )
+    use.add_argument("--quantize", choices=["float32", "float16", "dynamic", "int8"], default="float32",
+                     help="export --format tflite: the number type (int8: calibrated full-integer network)")  # fmt: skip
+    use.add_argument("--int8", dest="quantize", action="store_const", const="int8", help="export: --quantize int8")
+    use.add_argument(
+        "--calibration", help="export --int8: a folder of calibration images (default: 100 training images)"
+    )
     use.add_argument("--raw", action="store_true", help="export: the head output, without decoding and NMS")
     p.add_argument("--bench", action="store_true", help="backends: also measure forward images/s here")
     p.add_argument("--steps", type=int, default=10, help="bench: batches timed for each figure (default 10)")
@@ -153,10 +162,15 @@ def output_dir(args, config, name):
 
 
 def load_detector(args, config):
+    from deployed import is_exported, load
     from frontend import YOLO
 
     if not args.weights:
         fail(f"{args.command} needs detector weights: -w runs/<run>/best.weights.h5")
+    if is_exported(args.weights):  # runs in its own runtime, no Keras model
+        if args.command == "export":
+            fail(f"{args.weights} is an exported model already: export from detector weights (.weights.h5)")
+        return load(args.weights)
     yolo = YOLO.from_config(config, load_pretrained=False)
     yolo.load_weights(args.weights)
     return yolo
@@ -174,6 +188,8 @@ def evaluate_command(args, config):
     if not args.weights:
         fail("evaluate needs -w <detector weights> (or --detections <file> --annotations <folder>)")
     yolo = load_detector(args, config)
+    if yolo.labels != config["model"]["labels"]:
+        fail(f"{args.weights} detects {yolo.labels}; the config ({args.config}) has {config['model']['labels']}")
     return evaluate_model(yolo, config, output_dir(args, config, "evaluation"), args.metric)
 
 
@@ -190,24 +206,11 @@ def predict_command(args, config):
 
 
 def export_command(args, config):
-    """The detector with decoding and NMS in the graph as a SavedModel, checked against the Keras graph."""
-    from config import detection_args
-    from datasets import load_datasets
-    from errors import UserError
-    from export import export
-    from images import decode_image
+    """The detector with decoding and NMS in the graph, checked against the Keras graph once written."""
+    from export import run_export
 
-    yolo = load_detector(args, config)
-    folder = args.output or os.path.splitext(args.weights.removesuffix(".weights.h5"))[0] + f"_{args.format}"
-    try:  # checked on validation images when the config has them, else on random pixels
-        valid_set = load_datasets(config)[1][:4]
-    except UserError:
-        valid_set = []
-    images = [image for image in (decode_image(i["filename"]) for i in valid_set) if image is not None]
-    differences = export(yolo, folder, detection_args(config), raw=args.raw, check_images=images)
-    print(f"Wrote {folder} ({args.format}{', raw head output' if args.raw else ''}); checked on {len(images) or 4} "
-          f"images against the Keras graph, largest differences: {differences}")  # fmt: skip
-    return folder
+    return run_export(load_detector(args, config), config, args.weights, args.format, args.quantize, args.output,
+                      args.raw, args.calibration)  # fmt: skip
 
 
 def anchors_command(args, config):

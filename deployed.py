@@ -16,7 +16,7 @@ import numpy as np
 from augmentation import network_input
 from errors import UserError
 
-DESCRIPTION = "yolov2.json"  # inside a SavedModel folder; a file's description is <file stem>.json
+DESCRIPTION = "yolov2.json"  # inside a SavedModel folder; beside a file: <file name>.json (best.onnx.json)
 SUFFIXES = {".tflite": "tflite", ".onnx": "onnx"}
 INSTALL = "pip install -r requirements-deploy.txt"
 
@@ -35,7 +35,7 @@ def file_format(path):
 
 
 def description_path(path):
-    return os.path.join(path, DESCRIPTION) if os.path.isdir(path) else os.path.splitext(path)[0] + ".json"
+    return os.path.join(path, DESCRIPTION) if os.path.isdir(path) else path + ".json"
 
 
 def load(path):

@@ -134,7 +134,8 @@ def export(yolo, path, detection_args, format="saved_model", quantization="float
     if format == "saved_model":
         model.export(partial, format="tf_saved_model", verbose=False)
     elif format == "tflite":
-        write_tflite(model, partial, quantization, network_inputs(yolo, calibration_images))
+        calibration = network_inputs(yolo, calibration_images) if quantization == "int8" else None
+        write_tflite(model, partial, quantization, calibration)
     else:
         write_onnx(model, partial)
     description = describe(yolo, model, format, quantization, **detection_args, raw=raw)

@@ -12,6 +12,7 @@ python main.py weights download yolov2-voc          # fetch darknet's weights an
 python main.py data download voc2012                # fetch and unpack PASCAL VOC2012 into data/VOCdevkit/
 python main.py backends [--bench]                   # parameters, GFLOPs, grid, weights, speed of each backend
 python main.py bench [--steps 10] [--bookkeeping]   # img/s of the pipeline, train step, fit, inference; FLOPs
+python main.py bench --export -w W                  # each export format: write time, size, img/s, mAP
 python main.py export -w W --format saved_model|tflite|onnx [--int8] [--raw]  # decoding + NMS inside, checked
 python main.py predict -w runs/demo/best.onnx -i ... # exported files predict and evaluate too (no Keras model)
 """
@@ -99,6 +100,7 @@ def parse_args(argv):
     p.add_argument("--bench", action="store_true", help="backends: also measure forward images/s here")
     p.add_argument("--steps", type=int, default=10, help="bench: batches timed for each figure (default 10)")
     p.add_argument("--bookkeeping", action="store_true", help="bench: also time VOC-scale parsing and scoring")
+    p.add_argument("--export", action="store_true", help="bench -w W: every export format's size, img/s and mAP")
     dark = p.add_argument_group("convert (darknet weights; --weights names the .weights file)")
     dark.add_argument("--cfg", help="darknet cfg the weights were trained with, e.g. yolov2-voc.cfg")
     dark.add_argument("--out", help="output folder (default: weights/; for data download: data/)")
@@ -314,6 +316,14 @@ def bench_command(args, config):
 
     if args.steps < 1:
         fail(f"--steps must be at least 1, got {args.steps}")
+    if args.export:
+        from bench_export import format_export_bench, run_export_bench, write_export_bench
+
+        out = args.output or os.path.join(os.path.dirname(os.path.abspath(args.weights or ".")), "export_bench")
+        result = run_export_bench(load_detector(args, config), config, args.weights, out, repeats=args.steps)
+        print(format_export_bench(result))
+        print(f"Files in {out}; figures in {write_export_bench(result, os.path.join(out, 'export_bench.json'))}")
+        return result
     if config["train"]["multi_scale"]:
         print(f"Note: bench measures at model.input_size {config['model']['input_size']}; train.multi_scale is off "
               "for it (try each size with --input_size).")  # fmt: skip

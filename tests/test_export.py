@@ -262,3 +262,23 @@ def test_export_command_writes_beside_the_weights_and_replaces_atomically(traine
     assert "calibrated on 8 images" in capsys.readouterr().out  # the config's training images
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".partial")]
     assert load(path).description["quantization"] == "int8"
+
+
+def test_export_bench_measures_each_format_next_to_keras(trained, tmp_path):
+    from bench_export import format_export_bench, run_export_bench
+    from config import load_config
+
+    yolo, _, folder = trained
+    config = load_config(str(folder / "config.json"))
+    variants = (("onnx", "float32"), ("tflite", "int8"))
+    result = run_export_bench(yolo, config, str(folder / "best.weights.h5"), str(tmp_path), repeats=2, batch=8,
+                              variants=variants)  # fmt: skip
+    keras_row, onnx_row, int8_row = result["rows"]
+    assert [r["format"] for r in result["rows"]] == ["keras", "onnx", "tflite"] and result["batch"] == 8
+    assert onnx_row["map"] == pytest.approx(keras_row["map"], abs=1e-4) and keras_row["map"] > 0.8
+    assert abs(int8_row["map"] - keras_row["map"]) <= 0.02
+    assert onnx_row["size_mb"] == pytest.approx(os.path.getsize(tmp_path / "best.onnx") / 1e6)
+    assert all(r["batch1_img_s"] > 0 and r["batch_img_s"] > 0 for r in result["rows"])
+    assert onnx_row["check"]["num_detections"] == 0 and int8_row["check"]["found"] == 1.0
+    table = format_export_bench(result)
+    assert "tflite int8" in table and f"{int8_row['map'] - keras_row['map']:+9.4f}" in table

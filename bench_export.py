@@ -80,7 +80,7 @@ def format_export_bench(result):
         check = "" if row["check"] is None else ", ".join(f"{k} {v:.3g}" for k, v in row["check"].items())
         lines.append(f"{name:18s} {write:>8s} {size:>6s} {row['batch1_img_s']:9.1f} {row['batch_img_s']:10.1f} "
                      f"{row['batch_img_s'] / keras_row['batch_img_s']:8.2f} {row['map']:7.4f} "
-                     f"{row['map'] - keras_row['map']:+9.4f}  {check}")  # fmt: skip
+                     f"{row['map'] - keras_row['map']:+9.4f}  {check}".rstrip())  # fmt: skip
     return "\n".join(lines)
 
 

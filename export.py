@@ -121,6 +121,9 @@ def export(yolo, path, detection_args, format="saved_model", quantization="float
     """Writes the model to `path` and its description beside it (a file or folder already there is replaced
     only once the new one is complete), then runs the written file on `check_images` (RGB arrays; random pixels
     when none) against the Keras graph. `calibration_images` (RGB arrays) calibrate int8. -> the comparison."""
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(f"export converts TensorFlow graphs; run it with KERAS_BACKEND=tensorflow (now: "
+                          f"{keras.backend.backend()}). The files it writes run anywhere.")  # fmt: skip
     if format not in FORMATS or quantization not in QUANTIZATIONS:
         raise ExportError(f"Unknown export {format} {quantization}: formats {FORMATS}, TFLite types {QUANTIZATIONS}")
     if quantization != "float32" and format != "tflite":

@@ -256,12 +256,15 @@ def test_export_command_writes_beside_the_weights_and_replaces_atomically(traine
     _, _, folder = trained
     weights = tmp_path / "best.weights.h5"
     weights.write_bytes((folder / "best.weights.h5").read_bytes())
-    args = ["export", "-w", str(weights), "-c", str(folder / "config.json"), "--format", "tflite", "--int8"]
+    args = ["export", "-w", str(weights), "-c", str(folder / "config.json"), "--format", "tflite", "--int8",
+            "--input_size", "160"]  # fmt: skip
     path = cli.main(args)
     assert path == str(tmp_path / "best_int8.tflite") and os.path.exists(tmp_path / "best_int8.tflite.json")
     assert "calibrated on 8 images" in capsys.readouterr().out  # the config's training images
     assert not [name for name in os.listdir(tmp_path) if name.endswith(".partial")]
-    assert load(path).description["quantization"] == "int8"
+    deployed = load(path)
+    assert deployed.description["quantization"] == "int8" and deployed.description["input_size"] == [160, 160]
+    assert deployed(np.zeros((3, 160, 160, 3), np.uint8))["boxes"].shape == (3, 50, 4)
 
 
 def test_export_bench_measures_each_format_next_to_keras(trained, tmp_path):
@@ -282,3 +285,23 @@ def test_export_bench_measures_each_format_next_to_keras(trained, tmp_path):
     assert onnx_row["check"]["num_detections"] == 0 and int8_row["check"]["found"] == 1.0
     table = format_export_bench(result)
     assert "tflite int8" in table and f"{int8_row['map'] - keras_row['map']:+9.4f}" in table
+
+
+JAX_EXPORT = r"""
+import json, sys
+from export import ExportError, export
+from frontend import YOLO
+yolo = YOLO("MobileNet", 96, ["a"], 4, [1.0, 1.0], backend_options={"alpha": 0.25}, load_pretrained=False)
+try:
+    export(yolo, sys.argv[1], {"score_threshold": 0.3, "nms_threshold": 0.45, "max_detections": 10}, "onnx")
+    print(json.dumps({"error": None}))
+except ExportError as e:
+    print(json.dumps({"error": str(e)}))
+"""
+
+
+def test_export_under_jax_says_to_use_tensorflow(tmp_path):
+    from conftest import run_under_jax
+
+    result = run_under_jax(JAX_EXPORT, tmp_path / "m.onnx")
+    assert "KERAS_BACKEND=tensorflow" in result["error"] and not (tmp_path / "m.onnx").exists()

@@ -18,7 +18,8 @@ import numpy as np
 import weight_files
 from augmentation import network_input
 from backends import check_stride, conv_bn_leaky, freeze_layers, get_backend
-from config import DEFAULTS, as_hw, detector_args, loss_args, validate_model
+from config import DEFAULTS, detector_args, loss_args
+from config_checks import as_hw, validate_model
 from custom_layers import GridReshape, GroundTruthPassthrough
 from decoding import DecodeDetections
 from detections import to_records

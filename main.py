@@ -218,7 +218,7 @@ def export_command(args, config):
 def anchors_command(args, config):
     """k-means anchors on the training boxes, in grid units of the configured input size."""
     from anchors import find_anchors, instance_shapes, to_grid_units
-    from config import as_hw
+    from config_checks import as_hw
     from datasets import load_datasets
 
     train_set, _, _ = load_datasets(config)
@@ -342,7 +342,7 @@ def bench_command(args, config):
 
 def backends_command(args, config):
     from backends.report import backend_rows, format_rows, read_speeds
-    from config import as_hw
+    from config_checks import as_hw
     from weight_files import atomic_write
 
     input_hw, channels = as_hw(config["model"]["input_size"]), config["model"]["input_channels"]

@@ -22,9 +22,10 @@ import keras
 import numpy as np
 
 from backends.report import count_flops
+from batches import BatchGenerator
 from config import compile_args, generator_args, optimizer_args
 from image_cache import open_cache
-from preprocessing import BatchGenerator, ParseReport, TargetLayout, parse_annotation
+from preprocessing import ParseReport, TargetLayout, parse_annotation
 from tf_data import fit_data
 from weight_files import atomic_write
 

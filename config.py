@@ -45,6 +45,9 @@ DEFAULTS = {
         "download_data": False,
         "train_image_folder": "",
         "train_annot_folder": "",
+        # a YOLO data.yaml, a darknet obj.data or a COCO instances JSON (dataset_formats.py); its images in
+        # train_image_folder when they are not where the format keeps them
+        "dataset": "",
         "demo_dataset": "",
         "train_times": 1,
         "pretrained_weights": "",
@@ -75,7 +78,7 @@ DEFAULTS = {
         "saturation": 1.5,
         "exposure": 1.5,
         "flip": True,
-        # darknet's random=1: new square input sides within multi_scale_sizes (preprocessing.multi_scale_side)
+        # darknet's random=1: new square input sides within multi_scale_sizes (batches.multi_scale_side)
         "multi_scale": False,
         "multi_scale_sizes": [320, 608],
         "early_stopping_patience": 0,
@@ -97,6 +100,8 @@ DEFAULTS = {
         # VOC folder(s) to validate on ("": train.voc_dir's), image set valid_split
         "valid_voc_dir": "",
         "valid_split": "val",
+        # another dataset file to validate on ("": the `val` split of train.dataset when it has one)
+        "dataset": "",
         "valid_times": 1,
         # where the evaluation reports precision and recall, and predict's default
         "score_threshold": 0.3,

@@ -63,9 +63,9 @@ KINDS = {
     "text or a list of text": [("train", "voc_dir"), ("valid", "valid_voc_dir")],
     "non-empty text": [("model", "backend"), ("train", "runs_dir")],
     "text (a path or name)": [("model", "backend_weights"), ("train", "train_split"),
-             ("train", "train_image_folder"), ("train", "train_annot_folder"), ("train", "demo_dataset"),
+             ("train", "train_image_folder"), ("train", "train_annot_folder"), ("train", "demo_dataset"), ("train", "dataset"),
              ("train", "pretrained_weights"), ("train", "saved_weights_name"), ("train", "run_name"), ("train", "cache_dir"),
-             ("valid", "valid_image_folder"), ("valid", "valid_annot_folder"), ("valid", "valid_split")],
+             ("valid", "valid_image_folder"), ("valid", "valid_annot_folder"), ("valid", "valid_split"), ("valid", "dataset")],
     "a JSON object": [("model", "backend_options")],
 }  # fmt: skip
 

@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from dataset_formats import dataset_format, read_dataset
 from demo_data import ensure_demo_dataset
 from downloads import VOC_DATASETS, fetch_voc
 from errors import UserError
@@ -95,6 +96,17 @@ def load_folders(img_dir, ann_dir, labels, report):
     return instances
 
 
+def load_dataset_files(train, valid, labels, reports):
+    """train.dataset (YOLO data.yaml, darknet obj.data, COCO JSON): its train split, and valid.dataset's or its
+    own val split for validation."""
+    train_set, _ = read_dataset(train["dataset"], "train", labels, reports["train"], train["train_image_folder"])
+    valid_file = valid["dataset"] or (train["dataset"] if dataset_format(train["dataset"]) != "coco" else "")
+    valid_set = []
+    if valid_file:
+        valid_set, _ = read_dataset(valid_file, "val", labels, reports["valid"], valid["valid_image_folder"])
+    return train_set, valid_set
+
+
 def split_train_valid(instances, fraction=0.8, seed=0):
     """Seeded 80/20 split for when no validation set is configured."""
     order = np.random.default_rng(seed).permutation(len(instances))
@@ -131,7 +143,9 @@ def load_datasets(config):
     if train["demo_dataset"]:
         ensure_demo_dataset(train["demo_dataset"])
     reports = {"train": ParseReport(), "valid": ParseReport()}
-    if train["train_annot_folder"]:
+    if train["dataset"]:
+        train_set, valid_set = load_dataset_files(train, valid, labels, reports)
+    elif train["train_annot_folder"]:
         train_set = load_folders(train["train_image_folder"], train["train_annot_folder"], labels, reports["train"])
         valid_set = []
         if valid["valid_annot_folder"]:
@@ -145,8 +159,9 @@ def load_datasets(config):
         valid_set = load_voc(valid_dirs, valid["valid_split"], labels, reports["valid"])
     else:
         raise DatasetError(
-            "No dataset configured: set train.voc_dir (VOC2012 layout) or "
-            f"train.train_image_folder and train.train_annot_folder.\nDemo: {DEMO_COMMAND}"
+            "No dataset configured: set train.voc_dir (VOC2012 layout), train.train_image_folder and "
+            "train.train_annot_folder (VOC XML), or train.dataset (a YOLO data.yaml, darknet obj.data or COCO "
+            f"JSON).\nDemo: {DEMO_COMMAND}"
         )
     if not train_set:
         raise DatasetError(f"No usable training images with labels {labels}.\n{reports['train'].summary()}")

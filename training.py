@@ -16,6 +16,7 @@ import h5py
 import keras
 from keras import ops
 
+from batches import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES, BatchGenerator
 from config import compile_args, generator_args, optimizer_args
 from datasets import load_datasets
 from errors import UserError
@@ -23,7 +24,7 @@ from evaluate import MapEvaluation, predict_instances, report_evaluation
 from frontend import YOLO
 from image_cache import open_cache
 from images import decode_image
-from preprocessing import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES, BatchGenerator, TargetLayout
+from preprocessing import TargetLayout
 from tf_data import fit_data
 from utils import draw_boxes
 from weight_files import FROM_SCRATCH, atomic_write, open_h5, save_detector

@@ -104,8 +104,9 @@ def make_loss(default_config):
 def plain_batches(default_config):
     """plain_batches(instances, yolo, batch_size, times=1): training batches (shuffled, `seen` counting up
     so the warm-up term is on) without augmentation."""
+    from batches import BatchGenerator
     from config import generator_args
-    from preprocessing import BatchGenerator, TargetLayout
+    from preprocessing import TargetLayout
 
     def make(instances, yolo, batch_size, times=1):
         args = {**generator_args(default_config, "train"), "batch_size": batch_size, "times": times, "workers": 1,

@@ -76,9 +76,9 @@ def test_signature_defaults_are_the_configs():
     import inspect
 
     from augmentation import augment
+    from batches import BatchGenerator
     from frontend import YOLO
     from loss import YoloLoss
-    from preprocessing import BatchGenerator
 
     for name, parameter in inspect.signature(YOLO).parameters.items():
         if name in DEFAULTS["model"] and parameter.default is not inspect.Parameter.empty:

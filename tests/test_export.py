@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import main as cli
+from batches import BatchGenerator
 from config import build_config, generator_args, optimizer_args
 from demo_data import write_split
 from deployed import DeployedModelError, load
@@ -19,7 +20,7 @@ from evaluate import evaluate_detections
 from export import ExportError, agreement, check, default_path, export, export_graph
 from frontend import YOLO
 from images import decode_image
-from preprocessing import BatchGenerator, TargetLayout, parse_annotation
+from preprocessing import TargetLayout, parse_annotation
 from training import make_optimizer
 
 pytest.importorskip("onnxruntime", reason="requirements-deploy.txt")

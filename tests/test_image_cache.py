@@ -7,10 +7,11 @@ import cv2
 import numpy as np
 
 import image_cache
+from batches import BatchGenerator
 from config import build_config, generator_args
 from demo_data import write_split
 from images import decode_image
-from preprocessing import BatchGenerator, TargetLayout, parse_annotation
+from preprocessing import TargetLayout, parse_annotation
 
 LABELS = ["ellipse", "rectangle", "triangle"]
 

@@ -16,7 +16,8 @@ from config import build_config, generator_args, loss_args
 from evaluate import MapEvaluation
 from frontend import YOLO
 from loss import YoloLoss
-from preprocessing import BatchGenerator, TargetLayout
+from batches import BatchGenerator
+from preprocessing import TargetLayout
 
 config = build_config({"valid": {"map_every": 1}})
 inputs = np.load(sys.argv[1])

@@ -9,10 +9,11 @@ import pytest
 from conftest import shared_path
 
 from augmentation import augment, resize_for_network
+from batches import BatchGenerator
 from config import augmentation_args, build_config, generator_args
 from datasets import check_label_counts
 from errors import UserError
-from preprocessing import BatchGenerator, ParseReport, TargetLayout, best_anchor, encode_targets, parse_annotation
+from preprocessing import ParseReport, TargetLayout, best_anchor, encode_targets, parse_annotation
 
 DEFAULTS = build_config({})
 DOG_LAYOUT = TargetLayout(labels=["dog"], input_hw=(64, 64), grid_hw=(2, 2), anchors=[1, 1], max_box_per_image=3,

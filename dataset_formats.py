@@ -191,47 +191,65 @@ def yolo_box(fields, nb_class):
 
 
 def read_coco(path, labels, report, image_folder=""):
-    """A COCO instances JSON -> (instances, category names by id order)."""
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        images, categories = data["images"], data["categories"]
-        annotations = data.get("annotations", [])
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetFormatError(f"{path} is not valid JSON: {e}") from None
-    except (KeyError, TypeError):
-        raise DatasetFormatError(f"{path}: a COCO file needs 'images', 'annotations' and 'categories'") from None
-    names = {c["id"]: c["name"] for c in categories}
+    """A COCO instances JSON -> (training instances: images with objects whose file exists, category names)."""
+    images, by_image, names = load_coco(path)
     folder = image_folder or coco_image_folder(path, images)
-    by_image = {}
-    for a in annotations:
-        by_image.setdefault(a["image_id"], []).append(a)
     instances = []
     for image in images:
         report.files += 1
-        objects = []
-        for a in by_image.get(image["id"], []):
-            name = names.get(a.get("category_id"))
-            bbox = a.get("bbox")
-            if name is None or not (isinstance(bbox, list) and len(bbox) == 4):
-                report.bad_lines.append(
-                    (f"{path}: annotation {a.get('id')}", "unknown category_id or no x, y, w, h bbox")
-                )
-                continue
-            if labels and name not in labels:
-                report.unknown_labels[name] += 1
-                continue
-            x, y, w, h = map(float, bbox)
-            objects.append({"name": name, "difficult": bool(a.get("iscrowd")), "box": [x + 1, y + 1, x + w, y + h]})
-        instance = {"filename": os.path.join(folder, image["file_name"]), "width": image["width"],
-                    "height": image["height"], "object": objects}  # fmt: skip
-        if not objects:
+        instance = coco_instance(image, by_image.get(image["id"], []), names, labels, report, path, folder)
+        if not instance["object"]:
             report.unlabelled_images += 1
         elif not os.path.exists(instance["filename"]):
             report.skipped_files.append((instance["filename"], f"image of {path} not found"))
         elif clip_objects(instance, report)["object"]:
             instances.append(instance)
     return instances, [names[k] for k in sorted(names)]
+
+
+def read_coco_ground_truth(path, report):
+    """A COCO instances JSON as evaluation ground truth: every image, with objects or not, no image files needed
+    -> (instances, {image id: file name}, {category id: name})."""
+    images, by_image, names = load_coco(path)
+    instances = [clip_objects(coco_instance(image, by_image.get(image["id"], []), names, None, report, path, ""),
+                              report) for image in images]  # fmt: skip
+    return instances, {image["id"]: image["file_name"] for image in images}, names
+
+
+def load_coco(path):
+    """-> (images, annotations by image id, {category id: name}) of a COCO instances JSON."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        images, categories = data["images"], data["categories"]
+        names = {c["id"]: c["name"] for c in categories}
+    except FileNotFoundError:
+        raise DatasetFormatError(f"COCO file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetFormatError(f"{path} is not valid JSON: {e}") from None
+    except (KeyError, TypeError):
+        raise DatasetFormatError(f"{path}: a COCO file needs 'images', 'annotations' and 'categories'") from None
+    by_image = {}
+    for annotation in data.get("annotations", []):
+        by_image.setdefault(annotation.get("image_id"), []).append(annotation)
+    return images, by_image, names
+
+
+def coco_instance(image, annotations, names, labels, report, path, folder):
+    """One COCO image and its annotations -> an instance (objects not yet clipped)."""
+    objects = []
+    for a in annotations:
+        name, bbox = names.get(a.get("category_id")), a.get("bbox")
+        if name is None or not (isinstance(bbox, list) and len(bbox) == 4):
+            report.bad_lines.append((f"{path}: annotation {a.get('id')}", "unknown category_id or no x, y, w, h bbox"))
+            continue
+        if labels and name not in labels:
+            report.unknown_labels[name] += 1
+            continue
+        x, y, w, h = map(float, bbox)
+        objects.append({"name": name, "difficult": bool(a.get("iscrowd")), "box": [x + 1, y + 1, x + w, y + h]})
+    return {"filename": os.path.join(folder, image["file_name"]), "width": image["width"], "height": image["height"],
+            "object": objects}  # fmt: skip
 
 
 def coco_image_folder(path, images):

@@ -58,8 +58,9 @@ def image_key(name):
     return os.path.splitext(os.path.basename(str(name)))[0]
 
 
-def load_detections_file(path):
-    """Reads and checks a detections JSON file -> list of records (see the module docstring)."""
+def load_detections_file(path, coco=None):
+    """Reads and checks a detections JSON file -> list of records (see the module docstring). COCO results are
+    converted with `coco` = ({image id: file name}, {category id: name}) of their ground truth."""
     try:
         with open(path) as f:
             records = json.load(f)
@@ -69,6 +70,11 @@ def load_detections_file(path):
         raise DetectionsFileError(f"{path} is not valid JSON: {e}") from None
     if not isinstance(records, list):
         raise DetectionsFileError(f"{path}: expected a JSON list of detection records, got {type(records).__name__}")
+    if is_coco_results(records):
+        if coco is None:
+            raise DetectionsFileError(f"{path} holds COCO results (image_id, category_id, bbox): score them against "
+                                      "a COCO JSON ground truth (--annotations instances_val.json)")  # fmt: skip
+        records = from_coco_results(records, path, *coco)
     for k, record in enumerate(records):
         if not isinstance(record, dict):
             raise DetectionsFileError(f"{path}: record {k} is not an object: {record!r}")
@@ -84,6 +90,29 @@ def load_detections_file(path):
             raise DetectionsFileError(f"{path}: record {k} has a non-numeric score or coordinate: {record!r}") from None
         record["label"] = str(record["label"])
     return records
+
+
+def from_coco_results(results, path, image_names, category_names):
+    """COCO results ({"image_id", "category_id", "bbox": [x, y, w, h] in continuous pixels, "score"}, what COCO
+    tools write) -> detection records, named by the ground truth's image file names and category names. Unknown
+    image ids keep their id as the image (reported as not scored)."""
+    records = []
+    for k, r in enumerate(results):
+        if not isinstance(r, dict) or r.get("category_id") not in category_names or "score" not in r:
+            raise DetectionsFileError(f"{path}: COCO result {k} has no score or a category_id the ground truth "
+                                      f"lacks: {r!r}")  # fmt: skip
+        try:
+            x, y, w, h = map(float, r["bbox"])
+        except (KeyError, TypeError, ValueError):
+            raise DetectionsFileError(f"{path}: COCO result {k} has no x, y, w, h bbox: {r!r}") from None
+        records.append({"image": str(image_names.get(r.get("image_id"), r.get("image_id"))),
+                        "label": category_names[r["category_id"]], "score": float(r["score"]),
+                        "xmin": x + 1, "ymin": y + 1, "xmax": x + w, "ymax": y + h})  # fmt: skip
+    return records
+
+
+def is_coco_results(records):
+    return bool(records) and isinstance(records[0], dict) and "bbox" in records[0] and "category_id" in records[0]
 
 
 def records_to_detections(records, instances, labels):

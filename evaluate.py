@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from config import detection_args
+from dataset_formats import read_coco_ground_truth
 from datasets import load_datasets
 from detections import NO_DETECTIONS, detect_files, image_key, load_detections_file, records_to_detections
 from errors import UserError
@@ -198,11 +199,19 @@ def report_evaluation(instances, detections, labels, out_dir, metric, score_thre
 
 
 def evaluate_file(detections_path, ann_dir, images, out_dir, metric, score_threshold, labels=None):
-    """`main.py evaluate --detections`: any model's detections against a VOC Annotations folder."""
-    instances, report = load_ground_truth(ann_dir, images)
-    if report.skipped_files or report.clipped_boxes:
+    """`main.py evaluate --detections`: any model's detections against a VOC Annotations folder, or COCO results
+    against a COCO instances JSON."""
+    coco = None
+    if ann_dir.lower().endswith(".json"):
+        report = ParseReport()
+        instances, image_names, category_names = read_coco_ground_truth(ann_dir, report)
+        instances = restrict(instances, images, ann_dir)
+        coco, labels = (image_names, category_names), labels or [category_names[k] for k in sorted(category_names)]
+    else:
+        instances, report = load_ground_truth(ann_dir, images)
+    if report.skipped_files or report.clipped_boxes or report.bad_lines:
         print(report.summary())
-    records = load_detections_file(detections_path)
+    records = load_detections_file(detections_path, coco)
     if labels is None:
         labels = sorted({o["name"] for i in instances for o in i["object"]} | {r["label"] for r in records})
     detections, unmatched = records_to_detections(records, instances, labels)
@@ -222,13 +231,8 @@ def load_ground_truth(ann_dir, images=None):
         raise EvaluationError(f"Annotations folder not found: {ann_dir}")
     if images is None:
         keys = sorted(image_key(f) for f in os.listdir(ann_dir) if f.endswith(".xml"))
-    elif os.path.isdir(images):
-        keys = sorted(image_key(f) for f in os.listdir(images) if f.lower().endswith(IMAGE_EXTENSIONS))
-    elif os.path.isfile(images):
-        with open(images) as f:
-            keys = [image_key(line.split()[0]) for line in f if line.strip()]
     else:
-        raise EvaluationError(f"--images: {images} is neither an image-set list file nor a folder")
+        keys = image_keys(images)
     report, instances = ParseReport(), []
     for key in keys:
         path = os.path.join(ann_dir, key + ".xml")
@@ -247,6 +251,28 @@ def load_ground_truth(ann_dir, images=None):
             f"No annotations to score in {ann_dir}" + (f" for the images in {images}" if images else "")
         )
     return instances, report
+
+
+def image_keys(images):
+    """--images: an image-set list file (one id per line) or a folder of images -> the image keys."""
+    if os.path.isdir(images):
+        return sorted(image_key(f) for f in os.listdir(images) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if os.path.isfile(images):
+        with open(images) as f:
+            return [image_key(line.split()[0]) for line in f if line.strip()]
+    raise EvaluationError(f"--images: {images} is neither an image-set list file nor a folder")
+
+
+def restrict(instances, images, source):
+    """The COCO ground truth's images, keyed by file name, limited to --images when given."""
+    for instance in instances:
+        instance["image"] = image_key(instance["filename"])
+    if images is not None:
+        wanted = set(image_keys(images))
+        instances = [i for i in instances if i["image"] in wanted]
+    if not instances:
+        raise EvaluationError(f"No images to score in {source}" + (f" for the images in {images}" if images else ""))
+    return instances
 
 
 class MapEvaluation(keras.callbacks.Callback):

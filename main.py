@@ -80,7 +80,7 @@ def parse_args(argv):
     use.add_argument("--nms_threshold", "--nms", type=float, help="NMS IoU threshold (valid.nms_threshold)")
     use.add_argument("--metric", choices=["voc", "voc07"], default="voc", help="voc: all-point AP; voc07: 11-point")
     use.add_argument("--detections", help="evaluate: a detections JSON file from any model, instead of -w")
-    use.add_argument("--annotations", help="evaluate --detections: the VOC Annotations folder")
+    use.add_argument("--annotations", help="evaluate --detections: the VOC Annotations folder or a COCO JSON")
     use.add_argument("--images", help="evaluate --detections: an image-set list (one id per line) or image folder")
     use.add_argument("-i", "--input", help="predict: image, folder of images, video file, or webcam index (0)")
     use.add_argument(
@@ -183,7 +183,7 @@ def evaluate_command(args, config):
 
     if args.detections:
         if not args.annotations:
-            fail("evaluate --detections also needs --annotations <VOC Annotations folder>")
+            fail("evaluate --detections also needs --annotations <VOC Annotations folder or COCO instances JSON>")
         out = output_dir(args, config, "evaluation")
         threshold = config["valid"]["score_threshold"]
         return evaluate_file(args.detections, args.annotations, args.images, out, args.metric, threshold)

@@ -192,3 +192,52 @@ def test_bad_dataset_files_are_one_clear_error(tmp_path, content, name, message)
         (tmp_path / name).write_text(content)
     with pytest.raises(DatasetFormatError, match=message.replace("(", r"\(").replace(")", r"\)")):
         read_dataset(str(tmp_path / name), "train", LABELS)
+
+
+def test_coco_results_against_coco_ground_truth_score_as_pycocotools(tmp_path):
+    """evaluate --detections with COCO-style results and a COCO JSON: the COCO mAP, AP50 and AP75 of
+    pycocotools on the same two files (image and category ids not consecutive)."""
+    pytest.importorskip("pycocotools")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    from evaluate import evaluate_file
+
+    rng = np.random.default_rng(5)
+    categories = [{"id": 3, "name": "cat"}, {"id": 7, "name": "dog"}, {"id": 11, "name": "emu"}]
+    images, annotations, results = [], [], []
+    for k in range(12):
+        image_id = 100 + 7 * k
+        images.append({"id": image_id, "file_name": f"img_{k:03d}.jpg", "width": 320, "height": 240})
+        for _ in range(rng.integers(1, 5)):
+            x, y = rng.uniform(0, 200), rng.uniform(0, 140)
+            w, h = rng.uniform(10, 110), rng.uniform(10, 90)
+            category = int(rng.choice([3, 7, 11]))
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                                "bbox": [x, y, w, h], "area": w * h, "iscrowd": 0})  # fmt: skip
+            if rng.random() < 0.8:
+                jitter = rng.normal(0, 0.1, 4) * [w, h, w, h]
+                results.append({"image_id": image_id, "category_id": category, "score": float(rng.random()),
+                                "bbox": [float(v) for v in np.array([x, y, w, h]) + jitter]})  # fmt: skip
+        results.append({"image_id": image_id, "category_id": 7, "score": float(rng.random() * 0.5),
+                        "bbox": [5.0, 5.0, 40.0, 30.0]})  # fmt: skip
+    truth, found = tmp_path / "instances_val.json", tmp_path / "results.json"
+    truth.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    found.write_text(json.dumps(results))
+
+    ours = evaluate_file(str(found), str(truth), None, str(tmp_path / "out"), "voc", 0.3)
+    evaluator = COCOeval(COCO(str(truth)), COCO(str(truth)).loadRes(str(found)), "bbox")
+    evaluator.evaluate()
+    evaluator.accumulate()
+    evaluator.summarize()
+    assert sorted(ours["classes"]) == ["cat", "dog", "emu"] and 0.2 < ours["coco"]["map"] < 0.9
+    np.testing.assert_allclose([ours["coco"]["map"], ours["coco"]["ap50"], ours["coco"]["ap75"]],
+                               evaluator.stats[:3], atol=1e-12)  # fmt: skip
+
+
+def test_coco_results_need_a_coco_ground_truth(tmp_path):
+    from detections import DetectionsFileError, load_detections_file
+
+    (tmp_path / "r.json").write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]))
+    with pytest.raises(DetectionsFileError, match="COCO results .* COCO JSON ground truth"):
+        load_detections_file(str(tmp_path / "r.json"))

@@ -4,6 +4,9 @@ Boxes are compared by shape only (both centred at the origin). k-means++ seeding
 seeded restarts, keeping the run with the best average IoU.
 """
 
+import json
+import re
+
 import numpy as np
 
 from errors import UserError
@@ -75,3 +78,39 @@ def to_grid_units(anchors, grid_hw):
     """Relative shapes -> the config's anchor list: width, height in grid cells, flattened."""
     grid_h, grid_w = grid_hw
     return [round(float(v), 5) for w, h in anchors for v in (w * grid_w, h * grid_h)]
+
+
+def with_anchors(text, values):
+    """The config file's text with model.anchors set to `values` on one line, everything else as it was (indent,
+    key order, other lists). -> the new text, or None when the file is laid out in a way this cannot follow."""
+    anchors = "[" + ", ".join(repr(v) for v in values) + "]"
+    model = re.search(r'"model"\s*:\s*\{', text)
+    if model is None:
+        return None
+    end = matching_brace(text, model.end() - 1)
+    found = re.compile(r'("anchors"\s*:\s*)\[[^\]]*\]').search(text, model.end(), end)
+    if found:
+        new = text[: found.start()] + found.group(1) + anchors + text[found.end() :]
+    else:  # no anchors yet: a first key of the model section, indented as the next line is
+        indent = re.match(r"\s*", text[model.end() :]).group(0)
+        sep = "," if text[model.end() :].strip()[:1] != "}" else ""
+        new = text[: model.end()] + f'{indent}"anchors": {anchors}{sep}' + text[model.end() :]
+    raw = json.loads(text)
+    raw.setdefault("model", {})["anchors"] = values
+    return new if json.loads(new) == raw else None
+
+
+def matching_brace(text, start):
+    """The index of the } closing the { at `start` (strings skipped)."""
+    depth, in_string, escaped = 0, False, False
+    for k in range(start, len(text)):
+        c = text[k]
+        if in_string:
+            in_string, escaped = (c != '"' or escaped), (c == "\\" and not escaped)
+        elif c == '"':
+            in_string = True
+        elif c in "{}":
+            depth += 1 if c == "{" else -1
+            if depth == 0:
+                return k
+    return len(text)

@@ -231,14 +231,19 @@ def anchors_command(args, config):
     print(json.dumps(values))
     print(f"average IoU with the best anchor: {iou:.4f}")
     if args.write:
+        from anchors import with_anchors
         from weight_files import atomic_write
 
         with open(args.config, encoding="utf-8-sig") as f:
-            raw = json.load(f)
-        raw.setdefault("model", {})["anchors"] = values
+            text = f.read()
+        new, kept = with_anchors(text, values), "the rest of the file as it was"
+        if new is None:  # a layout the text edit cannot follow: the whole file is written again
+            raw = json.loads(text)
+            raw.setdefault("model", {})["anchors"] = values
+            new, kept = json.dumps(raw, indent=2) + "\n", "the file written again: its layout defeated the edit"
         with atomic_write(args.config) as tmp, open(tmp, "w") as f:
-            json.dump(raw, f, indent=2)
-        print(f"Written to {args.config} (model.anchors).")
+            f.write(new)
+        print(f"Written to {args.config} (model.anchors; {kept}).")
     return {"anchors": values, "average_iou": iou}
 
 

@@ -74,3 +74,25 @@ def test_cli_prints_and_writes_anchors(tmp_path, capsys, demo_like_config):
     assert written == result["anchors"] and len(written) == 6
     # grid units: the relative shapes found, times the 3x3 grid
     assert all(0 < v <= 3 for v in written)
+
+
+def test_writing_anchors_changes_only_the_anchors():
+    from anchors import with_anchors
+
+    text = """{
+    "model": {
+        "backend":  "Tiny Yolo",
+        "labels":   ["a}", "b"],
+        "anchors":  [0.57273, 0.677385,
+                     1.87446, 2.06253]
+    },
+    "train": {"anchors": [9, 9], "batch_size": 4}
+}
+"""
+    new = with_anchors(text, [1.5, 2.25])
+    assert new == text.replace("[0.57273, 0.677385,\n                     1.87446, 2.06253]", "[1.5, 2.25]")
+    assert json.loads(new)["train"]["anchors"] == [9, 9]  # another section's key is not the model's
+    added = with_anchors('{\n  "model": {\n    "backend": "MobileNet"\n  }\n}\n', [1.0, 2.0])
+    assert added == '{\n  "model": {\n    "anchors": [1.0, 2.0],\n    "backend": "MobileNet"\n  }\n}\n'
+    assert json.loads(with_anchors('{"model": {}}', [3.0, 4.0])) == {"model": {"anchors": [3.0, 4.0]}}
+    assert with_anchors('{"train": {}}', [1.0, 1.0]) is None  # no model section: written as a whole instead

@@ -10,6 +10,7 @@ python main.py predict -w W -i photo.jpg|folder|video.mp4|0 [--json dets.json]
 python main.py convert --cfg yolov2-voc.cfg --weights yolov2-voc.weights  # darknet -> weights/
 python main.py weights download yolov2-voc          # fetch darknet's weights and convert them
 python main.py data download voc2012                # fetch and unpack PASCAL VOC2012 into data/VOCdevkit/
+python main.py data check                           # classes, boxes, anchor fit, skipped files; labels.png
 python main.py backends [--bench]                   # parameters, GFLOPs, grid, weights, speed of each backend
 python main.py bench [--steps 10] [--bookkeeping]   # img/s of the pipeline, train step, fit, inference; FLOPs
 python main.py bench --export -w W                  # each export format: write time, size, img/s, mAP
@@ -298,9 +299,14 @@ def weights_command(args, config):
 
 
 def data_command(args, config):
-    """`data download voc2012|voc2007 [--out DIR]`: the archives (resumable, md5-checked) unpacked into DIR."""
+    """`data download voc2012|voc2007 [--out DIR]`: the archives (resumable, md5-checked) unpacked into DIR;
+    `data check`: what the configured data holds (data_check.py)."""
     from downloads import VOC_DATASETS, fetch_voc
 
+    if args.what == ["check"]:
+        from data_check import check_data
+
+        return check_data(config, args.output or os.path.join(config["train"]["runs_dir"], "data_check"))
     if not args.what:
         print("Datasets (python main.py data download NAME [--out data]):")
         for name, entry in VOC_DATASETS.items():

@@ -30,7 +30,7 @@ class ParseReport:
     unknown_labels: Counter = field(default_factory=Counter)
     difficult: int = 0
     bad_lines: list = field(default_factory=list)  # (file:line, reason) of YOLO / COCO labels
-    unlabelled_images: int = 0  # no label file or no annotation: background images, not trained on
+    unlabelled_images: int = 0  # no object of the labels (or no label file): background images, not trained on
     empty_label_files: int = 0
 
     def summary(self):
@@ -55,8 +55,9 @@ class ParseReport:
             if len(self.bad_lines) > 10:
                 lines.append(f"  ... and {len(self.bad_lines) - 10} more")
         if self.unlabelled_images or self.empty_label_files:
-            lines.append(f"{self.unlabelled_images + self.empty_label_files} images without objects (no label file, "
-                         f"no annotation or an empty label file: {self.empty_label_files}), not trained on")  # fmt: skip
+            empty = f" ({self.empty_label_files} with an empty label file)" if self.empty_label_files else ""
+            lines.append(f"{self.unlabelled_images + self.empty_label_files} images without objects of the configured "
+                         f"labels{empty}, not trained on")  # fmt: skip
         return "\n".join(lines)
 
 
@@ -169,6 +170,8 @@ def parse_annotation(ann_dir, img_dir, labels=(), ann_files=None, report=None):
         if instance["object"]:
             instances.append(instance)
             seen.update(obj["name"] for obj in instance["object"])
+        else:
+            report.unlabelled_images += 1
     return instances, dict(seen)
 
 

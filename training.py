@@ -18,6 +18,8 @@ from keras import ops
 
 from batches import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES, BatchGenerator
 from config import compile_args, generator_args, optimizer_args
+from config_checks import as_hw
+from data_check import short_summary, summarize
 from datasets import load_datasets
 from errors import UserError
 from evaluate import MapEvaluation, predict_instances, report_evaluation
@@ -112,6 +114,10 @@ def load_data(config):
     if crowded:
         print(f"Note: {crowded} training images have more than max_box_per_image={max_box} objects; "
               "the no-object test sees only the first ones.")  # fmt: skip
+    model = config["model"]
+    for split, instances in (("train", train_set), ("valid", valid_set)):
+        figures = summarize(instances, model["labels"], as_hw(model["input_size"]), model["anchors"])
+        print(short_summary(split, figures))
     print(f"Training on {len(train_set)} images, validating on {len(valid_set)}.")
     return train_set, valid_set
 

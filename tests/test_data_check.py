@@ -1,0 +1,46 @@
+"""main.py data check: the figures of a split against hand-computed ones, labels.png, and the short form training
+prints."""
+
+import pytest
+
+import main as cli
+from data_check import format_summary, summarize
+from preprocessing import ParseReport
+
+
+def test_summary_figures_by_hand():
+    """One 100 x 100 image at a 200 x 200 input: a 10 px box (20 px at the input) and a 50 x 25 one (100 x 50);
+    anchors 1x1 and 3x1.5 grid cells (32 x 32 and 96 x 48 px). Best shape IoUs: 400 / 1024 and 4608 / 5000."""
+    instance = {"filename": "a.jpg", "width": 100, "height": 100, "object": [
+        {"name": "A", "difficult": False, "xmin": 1, "ymin": 1, "xmax": 10, "ymax": 10},
+        {"name": "B", "difficult": False, "xmin": 1, "ymin": 1, "xmax": 50, "ymax": 25}]}  # fmt: skip
+    figures = summarize([instance], ["A", "B", "C"], (200, 200), [1, 1, 3, 1.5])
+    assert figures["per_class"] == {"A": 1, "B": 1, "C": 0} and figures["images"] == 1 and figures["objects"] == 2
+    assert figures["objects_per_image"] == {"mean": 2.0, "max": 2}
+    assert figures["anchor_iou"] == pytest.approx((400 / 1024 + 4608 / 5000) / 2)
+    assert figures["box_side_px"]["median"] == pytest.approx((20 + 5000**0.5) / 2)
+    assert figures["small_boxes"] == 0
+    text = format_summary("train", figures, ParseReport(files=1))
+    assert [line.split() for line in text.splitlines()[1:4]] == [["A", "1"], ["B", "1"], ["C", "0", "<-", "none"]]
+
+
+def test_data_check_prints_each_split_and_draws_labels(tmp_path, demo_like_config, capsys):
+    path, _ = demo_like_config(tmp_path, train_count=6, valid_count=3)
+    (tmp_path / "shapes" / "train" / "annotations" / "shapes_0000.xml").write_text("<annotation>")  # broken
+    summaries = cli.main(["data", "check", "-c", path, "--output", str(tmp_path / "check")])
+    out = capsys.readouterr().out
+    assert summaries["train"]["images"] == 5 and summaries["valid"]["images"] == 3
+    assert "[train] 5 images" in out and "[valid] 3 images" in out and "average IoU" in out
+    assert "shapes_0000.xml: unreadable XML" in out  # the skipped file, with its reason
+    assert (tmp_path / "check" / "labels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_images_without_objects_of_the_labels_are_counted(tmp_path, demo_like_config):
+    from preprocessing import parse_annotation
+
+    _, config = demo_like_config(tmp_path, train_count=4, valid_count=1)
+    report = ParseReport()
+    instances, _ = parse_annotation(config["train"]["train_annot_folder"], config["train"]["train_image_folder"],
+                                    ["no such label"], report=report)  # fmt: skip
+    assert instances == [] and report.unlabelled_images == 4
+    assert "4 images without objects of the configured labels" in report.summary()

@@ -20,10 +20,11 @@ import os
 
 import yaml
 from PIL import Image
+from tqdm import tqdm
 
 from errors import UserError
 from images import IMAGE_EXTENSIONS
-from preprocessing import ParseReport, clip_objects
+from preprocessing import PROGRESS_FROM, ParseReport, clip_objects
 
 FORMATS = {".yaml": "yolo", ".yml": "yolo", ".data": "darknet", ".json": "coco"}
 
@@ -52,8 +53,20 @@ def read_dataset(path, split, labels, report=None, image_folder=""):
     images = [image for entry in lists for image in list_images(entry, path)]
     if not images:
         raise DatasetFormatError(f"{path}: no images for '{split}' in {', '.join(lists)}")
-    instances = [instance for image in images if (instance := read_yolo_image(image, names, labels, report))]
+    progress = tqdm(images, desc="reading labels", unit="image", leave=False,
+                    disable=True if len(images) < PROGRESS_FROM else None)  # fmt: skip
+    instances = [instance for image in progress if (instance := read_yolo_image(image, names, labels, report))]
     return instances, names
+
+
+def source_files(path, split):
+    """Every file a read_dataset of `split` reads (for parse_cache's key): the dataset file, and for YOLO
+    datasets the image lists, the images and their label files."""
+    if dataset_format(path) == "coco":
+        return [path]
+    lists, _ = read_yolo_yaml(path, split) if dataset_format(path) == "yolo" else read_darknet_data(path, split)
+    images = [image for entry in lists for image in list_images(entry, path)]
+    return [path, *lists, *images, *map(label_file, images)]
 
 
 def read_yolo_yaml(path, split):

@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 
-from dataset_formats import dataset_format, read_dataset
+from dataset_formats import dataset_format, read_dataset, source_files
 from demo_data import ensure_demo_dataset
 from downloads import VOC_DATASETS, fetch_voc
 from errors import UserError
+from parse_cache import cached_parse
 from preprocessing import ParseReport, parse_annotation
 
 DEMO_COMMAND = "python main.py --config configs/demo.json"
@@ -68,42 +69,49 @@ def ensure_voc(voc_dir, download):
     fetch_voc(name, root=os.path.dirname(os.path.dirname(os.path.normpath(voc_dir))) or ".")
 
 
-def load_voc(voc_dirs, split, labels, report):
+def load_voc(voc_dirs, split, labels, report, cache_dir):
     """The images of image set `split` (train, val, trainval, test) of each VOCdevkit folder, in order."""
     instances = []
     for voc_dir in voc_dirs:
-        instances += load_voc_split(voc_dir, split, labels, report)
+        instances += load_voc_split(voc_dir, split, labels, report, cache_dir)
     return instances
 
 
-def load_voc_split(voc_dir, split, labels, report):
-    names = read_split(voc_dir, split)
-    instances, _ = parse_annotation(
-        os.path.join(voc_dir, "Annotations"),
-        os.path.join(voc_dir, "JPEGImages"),
-        labels,
-        ann_files=[n + ".xml" for n in names],
-        report=report,
-    )
-    return instances
+def load_voc_split(voc_dir, split, labels, report, cache_dir):
+    ann_dir, img_dir = os.path.join(voc_dir, "Annotations"), os.path.join(voc_dir, "JPEGImages")
+    ann_files = [n + ".xml" for n in read_split(voc_dir, split)]
+    files = [os.path.join(voc_dir, "ImageSets", "Main", f"{split}.txt"), img_dir]
+    files += [os.path.join(ann_dir, f) for f in ann_files]
+    return cached_parse(cache_dir, files, {"voc": voc_dir, "split": split, "labels": labels},
+                        lambda r: parse_annotation(ann_dir, img_dir, labels, ann_files=ann_files, report=r)[0], report)  # fmt: skip
 
 
-def load_folders(img_dir, ann_dir, labels, report):
+def load_folders(img_dir, ann_dir, labels, report, cache_dir):
     for path, what in ((ann_dir, "Annotation folder"), (img_dir, "Image folder")):
         if not os.path.isdir(path):
             raise _missing(what, path, "Check train/valid *_folder paths in your config.")
-    instances, _ = parse_annotation(ann_dir, img_dir, labels, report=report)
-    return instances
+    files = [img_dir, ann_dir] + [os.path.join(ann_dir, f) for f in os.listdir(ann_dir) if f.endswith(".xml")]
+    return cached_parse(cache_dir, files, {"folders": [img_dir, ann_dir], "labels": labels},
+                        lambda r: parse_annotation(ann_dir, img_dir, labels, report=r)[0], report)  # fmt: skip
 
 
-def load_dataset_files(train, valid, labels, reports):
+def load_dataset_file(path, split, labels, report, cache_dir, image_folder):
+    return cached_parse(cache_dir, source_files(path, split), {"dataset": path, "split": split, "labels": labels,
+                                                               "images": image_folder},
+                        lambda r: read_dataset(path, split, labels, r, image_folder)[0], report)  # fmt: skip
+
+
+def load_dataset_files(train, valid, labels, reports, cache_dir):
     """train.dataset (YOLO data.yaml, darknet obj.data, COCO JSON): its train split, and valid.dataset's or its
     own val split for validation."""
-    train_set, _ = read_dataset(train["dataset"], "train", labels, reports["train"], train["train_image_folder"])
+    train_set = load_dataset_file(train["dataset"], "train", labels, reports["train"], cache_dir,
+                                  train["train_image_folder"])  # fmt: skip
     valid_file = valid["dataset"] or (train["dataset"] if dataset_format(train["dataset"]) != "coco" else "")
     valid_set = []
     if valid_file:
-        valid_set, _ = read_dataset(valid_file, "val", labels, reports["valid"], valid["valid_image_folder"])
+        valid_set = load_dataset_file(
+            valid_file, "val", labels, reports["valid"], cache_dir, valid["valid_image_folder"]
+        )
     return train_set, valid_set
 
 
@@ -143,20 +151,23 @@ def load_datasets(config):
     if train["demo_dataset"]:
         ensure_demo_dataset(train["demo_dataset"])
     reports = {"train": ParseReport(), "valid": ParseReport()}
+    cache_dir = train["cache_dir"] or os.path.join(train["runs_dir"], "cache")
     if train["dataset"]:
-        train_set, valid_set = load_dataset_files(train, valid, labels, reports)
+        train_set, valid_set = load_dataset_files(train, valid, labels, reports, cache_dir)
     elif train["train_annot_folder"]:
-        train_set = load_folders(train["train_image_folder"], train["train_annot_folder"], labels, reports["train"])
+        train_set = load_folders(train["train_image_folder"], train["train_annot_folder"], labels, reports["train"],
+                                 cache_dir)  # fmt: skip
         valid_set = []
         if valid["valid_annot_folder"]:
-            valid_set = load_folders(valid["valid_image_folder"], valid["valid_annot_folder"], labels, reports["valid"])
+            valid_set = load_folders(valid["valid_image_folder"], valid["valid_annot_folder"], labels, reports["valid"],
+                                     cache_dir)  # fmt: skip
     elif train["voc_dir"]:
         train_dirs = as_list(train["voc_dir"])
         valid_dirs = as_list(valid["valid_voc_dir"] or train["voc_dir"])
         for voc_dir in dict.fromkeys(train_dirs + valid_dirs):
             ensure_voc(voc_dir, train["download_data"])
-        train_set = load_voc(train_dirs, train["train_split"], labels, reports["train"])
-        valid_set = load_voc(valid_dirs, valid["valid_split"], labels, reports["valid"])
+        train_set = load_voc(train_dirs, train["train_split"], labels, reports["train"], cache_dir)
+        valid_set = load_voc(valid_dirs, valid["valid_split"], labels, reports["valid"], cache_dir)
     else:
         raise DatasetError(
             "No dataset configured: set train.voc_dir (VOC2012 layout), train.train_image_folder and "

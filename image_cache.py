@@ -59,7 +59,12 @@ class ImageCache:
 
 def cache_key(paths):
     """Changes whenever a file is edited, added or removed, or the cache's settings change."""
-    h = hashlib.sha256(json.dumps({"format": FORMAT, "max_side": MAX_SIDE}).encode())
+    return fingerprint(paths, {"format": FORMAT, "max_side": MAX_SIDE})
+
+
+def fingerprint(paths, settings):
+    """A hash of every file's path, size and modification time, and of `settings` (parse_cache uses it too)."""
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for path in sorted(paths):
         stat = os.stat(path) if os.path.exists(path) else None
         h.update(f"{path}\0{stat and stat.st_size}\0{stat and stat.st_mtime_ns}\n".encode())

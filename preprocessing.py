@@ -14,9 +14,12 @@ from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from images import IMAGE_EXTENSIONS
 from utils import shape_iou, voc_to_corners
+
+PROGRESS_FROM = 2000  # files: a first parse this long shows a progress bar (parse_cache keeps later runs short)
 
 
 @dataclass
@@ -150,7 +153,8 @@ def parse_annotation(ann_dir, img_dir, labels=(), ann_files=None, report=None):
     if ann_files is None:
         ann_files = sorted(f for f in os.listdir(ann_dir) if f.endswith(".xml"))
     instances, seen = [], Counter()
-    for ann in ann_files:
+    for ann in tqdm(ann_files, desc="parsing annotations", unit="file", leave=False,
+                    disable=True if len(ann_files) < PROGRESS_FROM else None):  # fmt: skip
         path = os.path.join(ann_dir, ann)
         instance = parse_voc_xml(path, labels, report)
         if instance is None:

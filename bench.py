@@ -104,7 +104,7 @@ def train_step_and_fit(yolo, config, generator, steps):
     """The bare train step on one batch already converted to backend tensors (timed before and after fit, the
     mean of the two: this machine's speed drifts), and fit through the `generator` stream (its second epoch
     of `steps` batches: the first one compiles)."""
-    from training import make_optimizer
+    from optimizer import make_optimizer
 
     yolo.model.compile(optimizer=make_optimizer(10 * steps, **optimizer_args(config)), **compile_args(config))
     x, y = keras.tree.map_structure(keras.ops.convert_to_tensor, generator[0])

@@ -276,7 +276,7 @@ def compile_args(config):
 
 
 def optimizer_args(config):
-    """training.make_optimizer(total_steps, **optimizer_args(config))."""
+    """optimizer.make_optimizer(total_steps, **optimizer_args(config))."""
     train = config["train"]
     keys = ("optimizer", "learning_rate", "lr_schedule", "burn_in", "momentum", "weight_decay")
     return {key: train[key] for key in keys}

@@ -126,7 +126,7 @@ def fail(message, code=2):
 
 def resolve_config(args):
     from config import DEFAULTS, apply_overrides, build_config, load_config
-    from training import latest_run_dir
+    from runs import latest_run_dir
 
     if args.command == "evaluate" and args.detections:  # scores a file: no detector, so no config file needed
         return apply_overrides(build_config({}), args), None
@@ -154,7 +154,7 @@ def weights_run_dir(weights):
 
 
 def output_dir(args, config, name):
-    from training import new_run_dir
+    from runs import new_run_dir
 
     if args.output:
         return args.output

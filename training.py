@@ -3,21 +3,17 @@
 `run_training(config, run_dir)` is the whole job main.py runs; the helpers below it are its stages.
 """
 
-import csv
-import glob
 import json
-import math
 import os
 import shutil
 import time
 
 import cv2
-import h5py
 import keras
 from keras import ops
 
 from batches import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES, BatchGenerator
-from config import compile_args, generator_args, optimizer_args
+from config import compile_args, generator_args, loss_args, optimizer_args
 from config_checks import as_hw
 from data_check import short_summary, summarize
 from datasets import load_datasets
@@ -26,10 +22,12 @@ from evaluate import MapEvaluation, predict_instances, report_evaluation
 from frontend import YOLO
 from image_cache import open_cache
 from images import decode_image
+from optimizer import make_optimizer
 from preprocessing import TargetLayout
+from runs import RunCheckpoint, load_resume_state, new_run_dir, plot_training_curves, read_resume_epoch
 from tf_data import fit_data
 from utils import draw_boxes
-from weight_files import FROM_SCRATCH, atomic_write, open_h5, save_detector
+from weight_files import FROM_SCRATCH, atomic_write
 
 
 class TrainingError(UserError):
@@ -49,6 +47,7 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     train_set, valid_set = load_data(config)
     keras.utils.set_random_seed(train_cfg["seed"])  # same config, same initial weights
     yolo = YOLO.from_config(config, n_train_images=len(train_set))
+    note_warmup(loss_args(config, len(train_set))["warmup_images"], train_cfg, len(train_set))
     check_weights(yolo, config)
     cache = image_cache(config, train_set + valid_set)
     train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set, cache)
@@ -98,6 +97,14 @@ def training_stages(config):
     if not freeze_backend or not after or after >= epochs:
         return [(0, epochs, freeze_backend, 1.0)]
     return [(0, after, True, 1.0), (after, epochs, False, train_cfg["unfreeze_learning_rate_factor"])]
+
+
+def note_warmup(warmup_images, train_cfg, n_train_images):
+    shown = train_cfg["nb_epochs"] * train_cfg["train_times"] * n_train_images
+    if warmup_images >= shown / 2:
+        print(f"Note: the anchor-prior warm-up (train.warmup_images {warmup_images:,}, darknet's 12,800) covers "
+              f"{min(warmup_images / shown, 1):.0%} of this run's {shown:,} training images shown; lower it for a "
+              "dataset this small.")  # fmt: skip
 
 
 def count_trainable(yolo):
@@ -224,154 +231,6 @@ def report(yolo, config, valid_set, run_dir, cache=None):
     print(f"Weights: {best_path}\nCurves: {curves}")
     print(f"Predictions: {len(images)} images in {predictions}")
     return results
-
-
-@keras.saving.register_keras_serializable(package="yolov2")
-class BurnInSchedule(keras.optimizers.schedules.LearningRateSchedule):
-    """darknet's burn_in (lr * (step / burn_in)^4) followed by constant, cosine or step decay."""
-
-    def __init__(self, learning_rate, total_steps, burn_in, policy, final_fraction=0.01):
-        self.learning_rate = learning_rate
-        self.total_steps = max(int(total_steps), 1)
-        self.burn_in = int(burn_in)
-        self.policy = policy
-        self.final_fraction = final_fraction
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        lr = ops.convert_to_tensor(self.learning_rate, "float32")
-        progress = ops.clip(step / self.total_steps, 0.0, 1.0)
-        if self.policy == "cosine":
-            lr = lr * (self.final_fraction + (1 - self.final_fraction) * 0.5 * (1 + ops.cos(math.pi * progress)))
-        elif self.policy == "steps":  # darknet's steps policy, x0.1 at 80% and 90% of training
-            lr = lr * ops.where(progress >= 0.8, 0.1, 1.0) * ops.where(progress >= 0.9, 0.1, 1.0)
-        if self.burn_in > 0:
-            lr = lr * ops.minimum(ops.power((step + 1) / self.burn_in, 4.0), 1.0)
-        return lr
-
-    def get_config(self):
-        return {
-            "learning_rate": self.learning_rate,
-            "total_steps": self.total_steps,
-            "burn_in": self.burn_in,
-            "policy": self.policy,
-            "final_fraction": self.final_fraction,
-        }
-
-
-def make_optimizer(total_steps, optimizer, learning_rate, lr_schedule, burn_in, momentum, weight_decay,
-                   lr_factor=1.0, first_stage=True):  # fmt: skip
-    """The optimizer config.optimizer_args describes; the burn-in runs in the first stage only and is capped
-    at a quarter of it; later stages (unfreeze_after) train at learning_rate x lr_factor."""
-    burn_in_steps = min(burn_in, total_steps // 4) if first_stage else 0
-    schedule = BurnInSchedule(learning_rate * lr_factor, total_steps, burn_in_steps, lr_schedule)
-    if optimizer == "sgd":
-        # darknet: momentum .9, decay .0005 (applied as lr * decay * w each step).
-        return keras.optimizers.SGD(schedule, momentum=momentum, weight_decay=weight_decay)
-    return keras.optimizers.Adam(schedule)
-
-
-def new_run_dir(runs_dir, name):
-    """runs/<name>, runs/<name>2, ... (never reuses a folder)."""
-    os.makedirs(runs_dir, exist_ok=True)
-    path, k = os.path.join(runs_dir, name), 2
-    while os.path.exists(path):
-        path, k = os.path.join(runs_dir, f"{name}{k}"), k + 1
-    os.makedirs(path)
-    return path
-
-
-def latest_run_dir(runs_dir):
-    candidates = [d for d in glob.glob(os.path.join(runs_dir, "*")) if os.path.exists(os.path.join(d, "resume.h5"))]
-    return max(candidates, key=os.path.getmtime) if candidates else None
-
-
-def save_resume_state(path, model, epoch, best):
-    """Model and optimizer variables plus the epoch, in one file written atomically."""
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["epoch"] = epoch
-        f.attrs["best"] = best
-        for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
-            g = f.create_group(group)
-            for i, v in enumerate(variables):
-                g.create_dataset(str(i), data=ops.convert_to_numpy(v))
-
-
-def read_resume_epoch(path):
-    """-> (epoch to start from, best monitored value) from a resume file."""
-    with open_h5(path, "resume file") as f:
-        return int(f.attrs["epoch"]), float(f.attrs["best"])
-
-
-def load_resume_state(path, model):
-    """Restores the model and optimizer variables save_resume_state wrote."""
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    with open_h5(path, "resume file") as f:
-        for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
-            g = f[group]
-            if len(g) != len(variables):
-                raise TrainingError(
-                    f"{path} was written for a different model ({len(g)} vs {len(variables)} variables)"
-                )
-            for i, v in enumerate(variables):
-                v.assign(g[str(i)][()])
-
-
-class RunCheckpoint(keras.callbacks.Callback):
-    """Each epoch: last.weights.h5, best.weights.h5 (by `monitor`), and resume.h5, all atomic."""
-
-    def __init__(self, yolo, run_dir, monitor, mode, best=None):
-        super().__init__()
-        self.yolo = yolo
-        self.run_dir = run_dir
-        self.monitor = monitor
-        self.sign = 1.0 if mode == "min" else -1.0
-        self.best = math.inf * self.sign if best is None else best
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        save_detector(self.yolo, os.path.join(self.run_dir, "last.weights.h5"))
-        if value is not None and not math.isnan(value) and self.sign * value < self.sign * self.best:
-            self.best = float(value)
-            save_detector(self.yolo, os.path.join(self.run_dir, "best.weights.h5"))
-        save_resume_state(os.path.join(self.run_dir, "resume.h5"), self.model, epoch + 1, self.best)
-
-
-def plot_training_curves(csv_path, png_path):
-    """Loss curves (total and per term, train and validation) and validation mAP from the CSV log, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return None
-    epochs = [int(r["epoch"]) + 1 for r in rows]
-    panels = [("loss", ["loss", "val_loss"]), ("coord_loss", ["coord_loss", "val_coord_loss"]),
-              ("obj_loss", ["obj_loss", "val_obj_loss"]), ("noobj_loss", ["noobj_loss", "val_noobj_loss"]),
-              ("class_loss", ["class_loss", "val_class_loss"])]  # fmt: skip
-    if "val_map50" in rows[0]:
-        panels.append(("validation mAP@0.5", ["val_map50"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
-    for ax, (title, keys) in zip(axes, panels):
-        for key in keys:
-            if key not in rows[0]:
-                continue
-            points = [(e, float(r[key])) for e, r in zip(epochs, rows) if r[key] not in ("", "NA", "nan")]
-            style = "--o" if key == "val_map50" else "--" if key.startswith("val_") else "-"
-            if points:
-                ax.plot(*zip(*points), style, label=key, markersize=3)
-        ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return png_path
 
 
 def write_prediction_images(instances, detections, labels, out_dir, count, score_threshold):

@@ -20,8 +20,8 @@ from evaluate import evaluate_detections
 from export import ExportError, agreement, check, default_path, export, export_graph
 from frontend import YOLO
 from images import decode_image
+from optimizer import make_optimizer
 from preprocessing import TargetLayout, parse_annotation
-from training import make_optimizer
 
 pytest.importorskip("onnxruntime", reason="requirements-deploy.txt")
 pytestmark = pytest.mark.slow  # the module fixture trains a detector and exports it six times (about 80 s)

@@ -1,0 +1,119 @@
+"""A run's folder: its name (never reused), the resume state written atomically each epoch with the last and best
+checkpoints, and the training-curves image drawn from its CSV log."""
+
+import csv
+import glob
+import math
+import os
+
+import h5py
+import keras
+from keras import ops
+
+from errors import UserError
+from weight_files import atomic_write, open_h5, save_detector
+
+
+class RunError(UserError):
+    pass
+
+
+def new_run_dir(runs_dir, name):
+    """runs/<name>, runs/<name>2, ... (never reuses a folder)."""
+    os.makedirs(runs_dir, exist_ok=True)
+    path, k = os.path.join(runs_dir, name), 2
+    while os.path.exists(path):
+        path, k = os.path.join(runs_dir, f"{name}{k}"), k + 1
+    os.makedirs(path)
+    return path
+
+
+def latest_run_dir(runs_dir):
+    candidates = [d for d in glob.glob(os.path.join(runs_dir, "*")) if os.path.exists(os.path.join(d, "resume.h5"))]
+    return max(candidates, key=os.path.getmtime) if candidates else None
+
+
+def save_resume_state(path, model, epoch, best):
+    """Model and optimizer variables plus the epoch, in one file written atomically."""
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["epoch"] = epoch
+        f.attrs["best"] = best
+        for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
+            g = f.create_group(group)
+            for i, v in enumerate(variables):
+                g.create_dataset(str(i), data=ops.convert_to_numpy(v))
+
+
+def read_resume_epoch(path):
+    """-> (epoch to start from, best monitored value) from a resume file."""
+    with open_h5(path, "resume file") as f:
+        return int(f.attrs["epoch"]), float(f.attrs["best"])
+
+
+def load_resume_state(path, model):
+    """Restores the model and optimizer variables save_resume_state wrote."""
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    with open_h5(path, "resume file") as f:
+        for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
+            g = f[group]
+            if len(g) != len(variables):
+                raise RunError(f"{path} was written for a different model ({len(g)} vs {len(variables)} variables)")
+            for i, v in enumerate(variables):
+                v.assign(g[str(i)][()])
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Each epoch: last.weights.h5, best.weights.h5 (by `monitor`), and resume.h5, all atomic."""
+
+    def __init__(self, yolo, run_dir, monitor, mode, best=None):
+        super().__init__()
+        self.yolo = yolo
+        self.run_dir = run_dir
+        self.monitor = monitor
+        self.sign = 1.0 if mode == "min" else -1.0
+        self.best = math.inf * self.sign if best is None else best
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        save_detector(self.yolo, os.path.join(self.run_dir, "last.weights.h5"))
+        if value is not None and not math.isnan(value) and self.sign * value < self.sign * self.best:
+            self.best = float(value)
+            save_detector(self.yolo, os.path.join(self.run_dir, "best.weights.h5"))
+        save_resume_state(os.path.join(self.run_dir, "resume.h5"), self.model, epoch + 1, self.best)
+
+
+def plot_training_curves(csv_path, png_path):
+    """Loss curves (total and per term, train and validation) and validation mAP from the CSV log, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    panels = [("loss", ["loss", "val_loss"]), ("coord_loss", ["coord_loss", "val_coord_loss"]),
+              ("obj_loss", ["obj_loss", "val_obj_loss"]), ("noobj_loss", ["noobj_loss", "val_noobj_loss"]),
+              ("class_loss", ["class_loss", "val_class_loss"])]  # fmt: skip
+    if "val_map50" in rows[0]:
+        panels.append(("validation mAP@0.5", ["val_map50"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5))
+    for ax, (title, keys) in zip(axes, panels):
+        for key in keys:
+            if key not in rows[0]:
+                continue
+            points = [(e, float(r[key])) for e, r in zip(epochs, rows) if r[key] not in ("", "NA", "nan")]
+            style = "--o" if key == "val_map50" else "--" if key.startswith("val_") else "-"
+            if points:
+                ax.plot(*zip(*points), style, label=key, markersize=3)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

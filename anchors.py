@@ -80,6 +80,23 @@ def to_grid_units(anchors, grid_hw):
     return [round(float(v), 5) for w, h in anchors for v in (w * grid_w, h * grid_h)]
 
 
+def write_anchors(config_path, values):
+    """model.anchors = `values` in the config file, by with_anchors' text edit (the whole file is written again
+    only when its layout defeats the edit) -> what happened to the rest of the file."""
+    from weight_files import atomic_write
+
+    with open(config_path, encoding="utf-8-sig") as f:
+        text = f.read()
+    new, kept = with_anchors(text, values), "the rest of the file as it was"
+    if new is None:
+        raw = json.loads(text)
+        raw.setdefault("model", {})["anchors"] = values
+        new, kept = json.dumps(raw, indent=2) + "\n", "the file written again: its layout defeated the edit"
+    with atomic_write(config_path) as tmp, open(tmp, "w") as f:
+        f.write(new)
+    return kept
+
+
 def with_anchors(text, values):
     """The config file's text with model.anchors set to `values` on one line, everything else as it was (indent,
     key order, other lists). -> the new text, or None when the file is laid out in a way this cannot follow."""

@@ -232,19 +232,9 @@ def anchors_command(args, config):
     print(json.dumps(values))
     print(f"average IoU with the best anchor: {iou:.4f}")
     if args.write:
-        from anchors import with_anchors
-        from weight_files import atomic_write
+        from anchors import write_anchors
 
-        with open(args.config, encoding="utf-8-sig") as f:
-            text = f.read()
-        new, kept = with_anchors(text, values), "the rest of the file as it was"
-        if new is None:  # a layout the text edit cannot follow: the whole file is written again
-            raw = json.loads(text)
-            raw.setdefault("model", {})["anchors"] = values
-            new, kept = json.dumps(raw, indent=2) + "\n", "the file written again: its layout defeated the edit"
-        with atomic_write(args.config) as tmp, open(tmp, "w") as f:
-            f.write(new)
-        print(f"Written to {args.config} (model.anchors; {kept}).")
+        print(f"Written to {args.config} (model.anchors; {write_anchors(args.config, values)}).")
     return {"anchors": values, "average_iou": iou}
 
 
@@ -397,4 +387,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    from console import quiet_native_logs
+
+    quiet_native_logs()
     main()

@@ -173,8 +173,11 @@ def load_pretrained_backend(backend, model, backend_weights):
         return None, []
     path = backend_weights or backend.default_weights_path()
     if not os.path.exists(path):
-        warnings.warn(f"{backend.name}: no backend weights at {path}; the backend is randomly initialised.",
-                      stacklevel=4)  # fmt: skip
+        message = f"{backend.name}: no backend weights at {path}; the backend is randomly initialised."
+        if backend_weights:  # a file the config names is missing: a real problem
+            warnings.warn(message, stacklevel=4)
+        else:  # the backend's own file is absent, as in the demo: expected, said once
+            print(f"Note: {message}")
         return None, []
     return path, load_backend_weights(model, path, backend.normalization())
 

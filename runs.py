@@ -3,6 +3,7 @@ checkpoints, and the training-curves image drawn from its CSV log."""
 
 import csv
 import glob
+import json
 import math
 import os
 
@@ -117,3 +118,33 @@ def plot_training_curves(csv_path, png_path):
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     return png_path
+
+
+def best_epoch(csv_path):
+    """The epoch the best checkpoint comes from, read from history.csv -> {"epoch" (1-based), "by" (val_map50 or
+    val_loss), "value", "warning": why that best is suspect, or None} or None without a log."""
+    try:
+        with open(csv_path) as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return None
+    by = "val_map50" if rows and "val_map50" in rows[0] else "val_loss"
+    points = [(int(r["epoch"]) + 1, float(r[by])) for r in rows if r.get(by) not in (None, "", "NA", "nan")]
+    if not points:
+        return None
+    epoch, value = (max if by == "val_map50" else min)(points, key=lambda p: p[1])
+    warning = None
+    if epoch == points[0][0] and len(points) > 1:
+        what = "validation mAP@0.5 never rose above" if by == "val_map50" else "validation loss never fell below"
+        warning = (f"the {what} its value at epoch {epoch} ({value:.4f}; last {points[-1][1]:.4f} at epoch "
+                   f"{points[-1][0]}), so the saved best is the model of epoch {epoch}")  # fmt: skip
+    return {"epoch": epoch, "by": by, "value": value, "warning": warning}
+
+
+def record_best_epoch(results_path, best):
+    """results.json (evaluate.write_evaluation's) gains best_epoch and best_by."""
+    with open(results_path) as f:
+        results = json.load(f)
+    results.update(best_epoch=best["epoch"], best_by=best["by"])
+    with atomic_write(results_path) as tmp, open(tmp, "w") as f:
+        json.dump(results, f, indent=2)

@@ -24,7 +24,15 @@ from image_cache import open_cache
 from images import decode_image
 from optimizer import make_optimizer
 from preprocessing import TargetLayout
-from runs import RunCheckpoint, load_resume_state, new_run_dir, plot_training_curves, read_resume_epoch
+from runs import (
+    RunCheckpoint,
+    best_epoch,
+    load_resume_state,
+    new_run_dir,
+    plot_training_curves,
+    read_resume_epoch,
+    record_best_epoch,
+)
 from tf_data import fit_data
 from utils import draw_boxes
 from weight_files import FROM_SCRATCH, atomic_write
@@ -227,6 +235,13 @@ def report(yolo, config, valid_set, run_dir, cache=None):
             saved = os.path.splitext(saved)[0] + ".weights.h5"
             print(f"Note: Keras 3 weight files end in .weights.h5; saved_weights_name is written as {saved}")
         shutil.copyfile(best_path, saved)
+    best = best_epoch(os.path.join(run_dir, "history.csv"))
+    if best:
+        print(f"\nBest checkpoint: epoch {best['epoch']}, by {best['by']} {best['value']:.4f}.")
+        if best["warning"]:
+            print(f"Warning: {best['warning']}. On a frozen pretrained backbone a 1x1 head (model.head_layers 0) "
+                  "can learn to call every cell empty; model.head_layers 2 learns there.")  # fmt: skip
+        record_best_epoch(os.path.join(run_dir, "results.json"), best)
     print(f"\nmAP@0.5 = {results['map']:.4f}")
     print(f"Weights: {best_path}\nCurves: {curves}")
     print(f"Predictions: {len(images)} images in {predictions}")

@@ -34,6 +34,8 @@ def test_training_logs_map_and_keeps_best_by_map(run):
     assert (run_dir / "pr_curves" / "pr_all.png").exists()
     saved = json.loads((run_dir / "results.json").read_text())
     assert set(saved["coco"]) == {"map", "ap50", "ap75"}
+    maps = [float(r["val_map50"]) for r in rows]
+    assert saved["best_by"] == "val_map50" and saved["best_epoch"] == 1 + maps.index(max(maps))
 
 
 def test_evaluate_writes_table_json_and_pr_curves(run, capsys):

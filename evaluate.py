@@ -100,6 +100,10 @@ def format_table(results):
     lines.append(f"{'mean':<16}{results['map']:>10.4f}{'':>32}{coco['map']:>10.4f}")
     lines.append(f"{METRICS[results['metric']]} mAP@{iou:g} = {results['map']:.4f}")
     lines.append(f"COCO mAP@[.5:.95] = {coco['map']:.4f}   AP50 = {coco['ap50']:.4f}   AP75 = {coco['ap75']:.4f}")
+    highest = max((float(np.max(r["scores"])) for r in results["classes"].values() if len(r["scores"])), default=None)
+    if highest is not None and highest < thresh:
+        lines.append(f"Note: no detection scores {thresh:g} or more (the highest scores {highest:.4f}), so P and R at "
+                     f"{thresh:g} are 0; --score_threshold sets where they are read.")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -93,7 +93,19 @@ def predict_images(yolo, paths, out_dir, detection_args):
     if unreadable:
         print(f"Skipped {len(unreadable)} unreadable image(s): {', '.join(unreadable[:5])}")
     print(f"{len(records)} detections in {len(paths) - len(unreadable)} image(s).")
+    if not records:
+        highest = max_score(yolo, paths[:32])
+        print(f"No detection scores {detection_args['score_threshold']:g} or more" + (
+            f"; the highest on the first {min(len(paths), 32)} images scores {highest:.4f}: try --score_threshold "
+            f"{highest * 0.9:.3g}" if highest else ""))  # fmt: skip
     return records
+
+
+def max_score(yolo, paths):
+    """The best detection score on `paths` with no score threshold (0 when there is none)."""
+    found = detect_files(yolo, paths, {"score_threshold": 0.0, "nms_threshold": 0.45, "max_detections": 1},
+                         progress=False)  # fmt: skip
+    return max((float(d[1].max()) for _, _, d in found if d is not None and len(d[1])), default=0.0)
 
 
 def write_image(rgb, path):

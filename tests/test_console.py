@@ -46,3 +46,29 @@ def test_a_missing_default_backend_file_is_a_note_and_a_named_one_a_warning(tmp_
     assert "Note: MobileNet: no backend weights at" in capsys.readouterr().out
     with pytest.warns(UserWarning, match="no backend weights at .*named.h5"):
         YOLO(**args, backend_weights=str(tmp_path / "named.h5"))
+
+
+def test_all_detections_below_the_threshold_are_named():
+    import numpy as np
+
+    from evaluate import evaluate_detections, format_table
+
+    instances = [{"object": [{"name": "a", "difficult": False, "xmin": 1, "ymin": 1, "xmax": 10, "ymax": 10}]}]
+    detections = [(np.array([[0, 0, 10, 10]], float), np.array([0.12]), np.array([0]))]
+    table = format_table(evaluate_detections(instances, detections, ["a"], "voc", 0.3))
+    assert "Note: no detection scores 0.3 or more (the highest scores 0.1200)" in table
+
+
+def test_predict_with_nothing_above_the_threshold_names_the_highest_score(tmp_path, capsys):
+    import keras
+    from conftest import SHAPES_JPG
+
+    from frontend import YOLO
+    from predict import run_prediction
+
+    keras.utils.set_random_seed(0)  # an untrained head: scores near 0.5
+    yolo = YOLO("MobileNet", 96, ["a"], 2, [1.0, 1.0], backend_options={"alpha": 0.25}, load_pretrained=False)
+    records = run_prediction(yolo, SHAPES_JPG, str(tmp_path), {"score_threshold": 0.999, "nms_threshold": 0.45,
+                                                               "max_detections": 10})  # fmt: skip
+    out = capsys.readouterr().out
+    assert records == [] and "No detection scores 0.999 or more; the highest on the first 1 images scores 0." in out

@@ -17,6 +17,9 @@ VOC_LABELS = [
     "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 ]  # fmt: skip
 
+# head_layers "auto" on an ImageNet classification backbone: a 1x1 conv alone on frozen ImageNet features learns
+# next to nothing (bench_heads.py: raccoon, MobileNet 0.25, mAP@0.5 0.09 against 0.80 with one or two layers)
+AUTO_HEAD_LAYERS = 2
 # darknet's yolov2-voc.cfg anchors, in 13x13 grid units for a 416 input.
 VOC_ANCHORS = [1.3221, 1.73145, 3.19275, 4.00944, 5.05587, 8.09892, 9.47112, 4.84053, 11.2364, 10.0071]
 
@@ -33,7 +36,8 @@ DEFAULTS = {
         "backend_options": {},
         # 1: gray images into a first layer made from the pretrained RGB kernel (backends.gray_first_layer)
         "input_channels": 3,
-        # 3x3 conv-BN-leaky layers between backend and the 1x1 detection conv, trained from scratch
+        # 3x3 conv-BN-leaky layers between backend and the 1x1 detection conv, trained from scratch; "auto": none
+        # for darknet detectors' backends, AUTO_HEAD_LAYERS for ImageNet classification backbones
         "head_layers": 0,
         "head_filters": 256,
     },

@@ -18,7 +18,7 @@ import numpy as np
 import weight_files
 from augmentation import network_input
 from backends import check_stride, conv_bn_leaky, freeze_layers, get_backend
-from config import DEFAULTS, detector_args, loss_args
+from config import AUTO_HEAD_LAYERS, DEFAULTS, detector_args, loss_args
 from config_checks import as_hw, validate_model
 from custom_layers import GridReshape, GroundTruthPassthrough
 from decoding import DecodeDetections
@@ -50,6 +50,16 @@ class YoloTrainingModel(keras.Model):
         return super().metrics + list(self.term_trackers.values())
 
 
+def choose_head_layers(head_layers, backend):
+    """-> (head layers, why): a number as given; "auto" none for backends that end in darknet's detection
+    layers, AUTO_HEAD_LAYERS for classification backbones."""
+    if head_layers != "auto":
+        return head_layers, "model.head_layers"
+    if backend.ends_in_detection_layers:
+        return 0, "auto: the backend ends in darknet's detection layers"
+    return AUTO_HEAD_LAYERS, "auto: a classification backbone needs layers to turn its features into detections"
+
+
 class YOLO:
     def __init__(self, backend, input_size, labels, max_box_per_image, anchors,
                  freeze_backend=MODEL["freeze_backend"], backend_weights=MODEL["backend_weights"], backend_options=None,
@@ -68,13 +78,14 @@ class YOLO:
         self.labels, self.nb_class = list(labels), len(labels)
         self.anchors, self.nb_box = [float(a) for a in anchors], len(anchors) // 2
         self.max_box_per_image = max_box_per_image
-        self.head_layers, self.head_filters = head_layers, head_filters
+        self.head_filters = head_filters
         self.freeze_backend, self.precision = freeze_backend, precision
         self.multi_scale = tuple(multi_scale) if multi_scale else None
 
         with dtype_policy(precision):
             # === Backbone ===
             self.backend = get_backend(backend, **(backend_options or {}))
+            self.head_layers, self.head_choice = choose_head_layers(head_layers, self.backend)
             self.backend_model = self.backend.build(self.graph_input_shape)
             self.backend_weights, not_pretrained = weight_files.load_pretrained_backend(
                 self.backend,
@@ -90,9 +101,14 @@ class YOLO:
         self._detection_models = {}
 
     @classmethod
-    def from_config(cls, config, load_pretrained=True, n_train_images=None):
-        """The detector a config.json describes; `n_train_images` turns keras-yolo2's warmup_epochs into images."""
-        return cls(**detector_args(config, n_train_images), load_pretrained=load_pretrained)
+    def from_config(cls, config, load_pretrained=True, n_train_images=None, weights=None):
+        """The detector a config.json describes; `n_train_images` turns keras-yolo2's warmup_epochs into images.
+        With head_layers "auto", a detector file `weights` to be loaded decides the head when it records one."""
+        args = detector_args(config, n_train_images)
+        saved = weight_files.head_layers_of(weights) if weights and args["head_layers"] == "auto" else None
+        if saved is not None:
+            args["head_layers"] = saved
+        return cls(**args, load_pretrained=load_pretrained)
 
     def _check_grids(self):
         """The grid at input_size, after checking the backend's stride at every multi-scale size."""

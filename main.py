@@ -174,7 +174,7 @@ def load_detector(args, config):
         if args.command == "export":
             fail(f"{args.weights} is an exported model already: export from detector weights (.weights.h5)")
         return load(args.weights)
-    yolo = YOLO.from_config(config, load_pretrained=False)
+    yolo = YOLO.from_config(config, load_pretrained=False, weights=args.weights)
     yolo.load_weights(args.weights)
     return yolo
 

@@ -54,7 +54,7 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     train_cfg = config["train"]
     train_set, valid_set = load_data(config)
     keras.utils.set_random_seed(train_cfg["seed"])  # same config, same initial weights
-    yolo = YOLO.from_config(config, n_train_images=len(train_set))
+    yolo = YOLO.from_config(config, n_train_images=len(train_set), weights=train_cfg["pretrained_weights"] or None)
     note_warmup(loss_args(config, len(train_set))["warmup_images"], train_cfg, len(train_set))
     check_weights(yolo, config)
     cache = image_cache(config, train_set + valid_set)
@@ -67,7 +67,9 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
         name = train_cfg["run_name"] or config["model"]["backend"].lower().replace(" ", "_")
         run_dir = new_run_dir(train_cfg["runs_dir"], name)
         with atomic_write(os.path.join(run_dir, "config.json")) as tmp, open(tmp, "w") as f:
-            json.dump(config, f, indent=2)
+            json.dump(
+                {**config, "model": {**config["model"], "head_layers": yolo.head_layers}}, f, indent=2
+            )  # as built
     print(f"Run folder: {run_dir}")
     resuming = initial_epoch > 0
     for first, last, frozen, lr_factor in training_stages(config):
@@ -164,6 +166,8 @@ def check_weights(yolo, config):
     gray = ", gray input (1 channel)" if yolo.input_channels == 1 else ""
     print(f"{yolo.backend.name} backend {state} (weights: {weights}): {n_trainable:,} of {n_total:,} parameters "
           f"train; grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors{gray}.")  # fmt: skip
+    layers = f"{yolo.head_layers} 3x3 conv-BN-leaky layer(s) of {yolo.head_filters} + " if yolo.head_layers else ""
+    print(f"Head: {layers}the 1x1 detection conv ({yolo.head_choice}).")
     if yolo.multi_scale:
         smallest, largest = yolo.multi_scale
         print(f"Multi-scale training (darknet's random=1): every {MULTI_SCALE_EVERY} batches a square side from "
@@ -171,8 +175,8 @@ def check_weights(yolo, config):
               f"{yolo.input_w}x{yolo.input_h}.")  # fmt: skip
     frozen_for_good = freeze is True and not config["train"]["unfreeze_after"]
     if frozen_for_good and not yolo.head_layers and not yolo.backend.ends_in_detection_layers:
-        print("Note: a frozen ImageNet backbone under a single 1x1 conv learns little; model.head_layers: 2 adds "
-              "trainable detection layers (see README, Training from scratch).")  # fmt: skip
+        print('Note: a frozen ImageNet backbone under a single 1x1 conv learns little; model.head_layers "auto" or 2 '
+              "adds trainable detection layers (see README, Your own data).")  # fmt: skip
 
 
 def make_generators(config, yolo, train_set, valid_set, cache):

@@ -208,6 +208,18 @@ def read_metadata(path):
     return json.loads(value) if value is not None else None
 
 
+def head_layers_of(path):
+    """The head_layers a detector file was saved with: its description's, 0 for keras-yolo2's files (one 1x1
+    conv), None when the file does not say (a missing file too: loading it reports that)."""
+    if not os.path.isfile(path):
+        return None
+    with open_h5(path, "detector weights file") as f:
+        if _keras2_group(f) is not None:
+            return 0
+    saved = read_metadata(path)
+    return saved.get("head_layers", 0) if saved else None
+
+
 def load_detector(yolo, path):
     """Loads a whole detector's weights (backend + head) into `yolo`: this project's .weights.h5 files
     (their description checked first), converted darknet detectors, and keras-yolo2's checkpoints."""

@@ -37,6 +37,25 @@ DARKNET_WEIGHTS = {
                               "cfg": f"{DARKNET_RAW}/cfg/yolov2-voc.cfg", "names": None, "sha256": None},
 }  # fmt: skip
 
+KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications"
+# ImageNet classification backbones (Keras 2 "notop" files) -> weights/<file>; the config names it in
+# model.backend_weights. sha256 where the file was checked here (../shared/weights/SOURCES.md).
+BACKBONE_WEIGHTS = {
+    "mobilenet_0.25": {"url": f"{KERAS_APPLICATIONS}/mobilenet/mobilenet_2_5_224_tf_no_top.h5",
+                       "sha256": "dbdb03ee2a22fd895301636cd328b234bb3a9952358f436d82f46b81e0d5b0bf",
+                       "config": '"backend": "MobileNet", "backend_options": {"alpha": 0.25}'},
+    "mobilenet_0.5": {"url": f"{KERAS_APPLICATIONS}/mobilenet/mobilenet_5_0_224_tf_no_top.h5", "sha256": None,
+                      "config": '"backend": "MobileNet", "backend_options": {"alpha": 0.5}'},
+    "mobilenet_0.75": {"url": f"{KERAS_APPLICATIONS}/mobilenet/mobilenet_7_5_224_tf_no_top.h5", "sha256": None,
+                       "config": '"backend": "MobileNet", "backend_options": {"alpha": 0.75}'},
+    "mobilenet_1.0": {"url": f"{KERAS_APPLICATIONS}/mobilenet/mobilenet_1_0_224_tf_no_top.h5", "sha256": None,
+                      "config": '"backend": "MobileNet"'},
+    # rcmalli/keras-squeezenet's release: SqueezeNet v1.1 with keras-yolo2's layer names
+    "squeezenet": {"url": "https://github.com/rcmalli/keras-squeezenet/releases/download/v1.0/"
+                          "squeezenet_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                   "sha256": None, "config": '"backend": "SqueezeNet"'},
+}  # fmt: skip
+
 VOC_SITE = "http://host.robots.ox.ac.uk/pascal/VOC"
 # name -> the folder under VOCdevkit/ its archives unpack into, and (url, md5) of each archive
 VOC_DATASETS = {
@@ -140,6 +159,17 @@ def fetch_darknet(name, out_dir="weights", registry=None, progress=True):
     weights = download(entry["weights"], os.path.join(folder, os.path.basename(entry["weights"])), entry["sha256"],
                        progress=progress)  # fmt: skip
     return convert(cfg, weights, out_dir, labels=labels, backend_only=labels is None)
+
+
+def fetch_backbone(name, out_dir="weights", registry=None, progress=True):
+    """Downloads ImageNet backbone weights `name` into out_dir/<its file name> -> (path, the config keys)."""
+    registry = BACKBONE_WEIGHTS if registry is None else registry
+    if name not in registry:
+        raise DownloadError(f"Unknown weights {name!r}. Available: {', '.join({**DARKNET_WEIGHTS, **registry})}")
+    entry = registry[name]
+    path = download(entry["url"], os.path.join(out_dir, os.path.basename(entry["url"])), entry["sha256"],
+                    progress=progress)  # fmt: skip
+    return path, entry["config"]
 
 
 def extract_tar(archive, dest, progress=True):

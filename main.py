@@ -272,15 +272,19 @@ def download_name(args):
 
 
 def weights_command(args, config):
-    from downloads import DARKNET_WEIGHTS, fetch_darknet
+    from downloads import BACKBONE_WEIGHTS, DARKNET_WEIGHTS, fetch_backbone, fetch_darknet
 
     if not args.what:
-        print("Darknet weights (python main.py weights download NAME):")
-        for name, entry in DARKNET_WEIGHTS.items():
-            print(f"  {name:<24}{entry['weights']}")
+        print("Weights (python main.py weights download NAME): darknet's, converted, and ImageNet backbones")
+        for name, entry in {**DARKNET_WEIGHTS, **BACKBONE_WEIGHTS}.items():
+            print(f"  {name:<24}{entry.get('weights') or entry['url']}")
         present = sorted(f for f in os.listdir(args.out) if f.endswith(".h5")) if os.path.isdir(args.out) else []
         print(f"In {args.out}/: {', '.join(present) or 'nothing yet'}")
-        return DARKNET_WEIGHTS
+        return {**DARKNET_WEIGHTS, **BACKBONE_WEIGHTS}
+    if download_name(args) in BACKBONE_WEIGHTS:
+        path, keys = fetch_backbone(download_name(args), args.out)
+        print(f'Backend weights: {path}\nIn the config\'s model section: {keys}, "backend_weights": "{path}"')
+        return path
     result = fetch_darknet(download_name(args), args.out)
     print(f"Backend weights: {result['backend']}")
     if result["detector"]:

@@ -243,3 +243,38 @@ def test_voc2007_plus_2012_trainval_against_voc2007_test(tmp_path):
     train, valid, _ = load_datasets(build_config(raw))
     assert sorted(i["filename"].split("VOCdevkit")[1][1:8] for i in train) == ["VOC2007"] * 4 + ["VOC2012"] * 5
     assert len(valid) == 4 and all("VOC2007" in i["filename"] for i in valid)
+
+
+def test_fetch_backbone_writes_the_file_a_config_names(server, tmp_path):
+    """An ImageNet backbone file (here the shared MobileNet 0.25 one when present, else random bytes) fetched
+    under its own name; a checksum that does not match removes it."""
+    from conftest import shared_path
+
+    from downloads import fetch_backbone
+
+    shared = shared_path("weights", "mobilenet_2_5_224_tf_no_top.h5")
+    body = open(shared, "rb").read() if shared else np.random.default_rng(3).bytes(20_000)
+    Files.files["/mobilenet/mobilenet_2_5_224_tf_no_top.h5"] = body
+    registry = {"mobilenet_0.25": {"url": f"{server}/mobilenet/mobilenet_2_5_224_tf_no_top.h5",
+                                   "sha256": hashlib.sha256(body).hexdigest(), "config": '"backend": "MobileNet"'}}  # fmt: skip
+    path, keys = fetch_backbone("mobilenet_0.25", str(tmp_path / "weights"), registry, progress=False)
+    assert path == str(tmp_path / "weights" / "mobilenet_2_5_224_tf_no_top.h5") and open(path, "rb").read() == body
+    if shared:  # the real file loads as the backend's weights
+        yolo = YOLO("MobileNet", 96, ["a"], 1, [1, 1], backend_options={"alpha": 0.25}, backend_weights=path)
+        assert yolo.backend_weights == path
+    registry["mobilenet_0.25"]["sha256"] = "0" * 64
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        fetch_backbone("mobilenet_0.25", str(tmp_path / "other"), registry, progress=False)
+    with pytest.raises(DownloadError, match="Unknown weights 'nope'.*yolov2-voc.*mobilenet_0.25"):
+        fetch_backbone("nope", str(tmp_path), registry)
+
+
+def test_the_registered_mobilenet_checksum_is_the_shared_files():
+    from conftest import shared_path
+
+    from downloads import BACKBONE_WEIGHTS, file_digest
+
+    shared = shared_path("weights", "mobilenet_2_5_224_tf_no_top.h5")
+    if not shared:
+        pytest.skip("../shared/weights is not present")
+    assert file_digest(shared) == BACKBONE_WEIGHTS["mobilenet_0.25"]["sha256"]

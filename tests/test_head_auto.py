@@ -32,3 +32,29 @@ def test_a_saved_detector_decides_the_auto_head(tmp_path):
     loaded = YOLO.from_config(auto, load_pretrained=False, weights=str(tmp_path / "one.weights.h5"))
     loaded.load_weights(str(tmp_path / "one.weights.h5"))
     assert loaded.head_layers == 1
+
+
+def test_custom_config_trains_after_changing_paths_and_labels(tmp_path, capsys):
+    """configs/custom.json with only its data paths, labels and weights path changed (and 1 epoch for time)."""
+    import json
+
+    from conftest import ROOT, shared_path
+
+    import main as cli
+    from demo_data import write_split
+
+    weights = shared_path("weights", "mobilenet_2_5_224_tf_no_top.h5")
+    if not weights:
+        pytest.skip("../shared/weights is not present (python main.py weights download mobilenet_0.25 fetches it)")
+    write_split(str(tmp_path / "data"), 10, seed=4, size=(160, 160))
+    config = json.loads(open(f"{ROOT}/configs/custom.json").read())
+    config["model"].update(labels=["ellipse", "rectangle", "triangle"], backend_weights=weights)
+    config["train"].update(train_image_folder=str(tmp_path / "data" / "images"), nb_epochs=1,
+                           train_annot_folder=str(tmp_path / "data" / "annotations"), runs_dir=str(tmp_path / "runs"))  # fmt: skip
+    (tmp_path / "custom.json").write_text(json.dumps(config))
+    results = cli.main(["--config", str(tmp_path / "custom.json"), "--verbose", "0"])
+    out = capsys.readouterr().out
+    assert "MobileNet backend frozen (weights: " in out and f"Head: {AUTO_HEAD_LAYERS} 3x3 conv-BN-leaky" in out
+    assert "auto: a classification backbone" in out and 0 <= results["map"] <= 1
+    saved = json.loads((tmp_path / "runs" / "custom" / "config.json").read_text())
+    assert saved["model"]["head_layers"] == AUTO_HEAD_LAYERS  # the run records the head it built

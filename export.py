@@ -41,6 +41,8 @@ BOX_TOLERANCE = 1e-3
 # a reduced-precision file must find this share of the Keras graph's confident detections (see agreement())
 AGREEMENT = {"float16": 0.98, "dynamic": 0.9, "int8": 0.8}
 CONFIDENT = 0.5
+# a reduced-precision raw export: the head output's RMS error, as a share of its standard deviation
+RAW_RELATIVE_RMS = 0.2
 
 
 class ExportError(UserError):
@@ -226,6 +228,16 @@ def check(path, model, x, quantization="float32"):
     if not isinstance(want, dict):
         got, want = {"output_0": got["output_0"]}, {"output_0": want}
     side = max(model.input.shape[1:3])
+    if (
+        quantization != "float32" and "output_0" in want
+    ):  # a reduced-precision head output: its error against its spread
+        error = np.asarray(got["output_0"], np.float64) - want["output_0"]
+        figures = {"rms": float(np.sqrt(np.mean(error**2))), "relative_rms": float(np.sqrt(np.mean(error**2))
+                   / max(float(np.std(want["output_0"])), 1e-12))}  # fmt: skip
+        if figures["relative_rms"] > RAW_RELATIVE_RMS:
+            raise ExportError(f"{path}: the {quantization} head output is off by {figures['relative_rms']:.0%} of its "
+                              f"spread (at most {RAW_RELATIVE_RMS:.0%} expected); not usable")  # fmt: skip
+        return figures
     if quantization != "float32":
         figures = agreement(got, want, side)
         if figures["found"] < AGREEMENT[quantization]:

@@ -306,3 +306,12 @@ def test_export_under_jax_says_to_use_tensorflow(tmp_path):
 
     result = run_under_jax(JAX_EXPORT, tmp_path / "m.onnx")
     assert "KERAS_BACKEND=tensorflow" in result["error"] and not (tmp_path / "m.onnx").exists()
+
+
+def test_raw_int8_export_is_checked_against_the_head_output(trained, tmp_path):
+    yolo, instances, _ = trained
+    images = [decode_image(i["filename"]) for i in instances]
+    figures = export(yolo, str(tmp_path / "raw_int8.tflite"), FLOOR, "tflite", "int8", raw=True,
+                     check_images=images[:4], calibration_images=images)  # fmt: skip
+    assert 0 < figures["relative_rms"] <= 0.2 and figures["rms"] > 0
+    assert load(str(tmp_path / "raw_int8.tflite")).description["raw"] is True

@@ -72,3 +72,13 @@ def test_predict_with_nothing_above_the_threshold_names_the_highest_score(tmp_pa
                                                                "max_detections": 10})  # fmt: skip
     out = capsys.readouterr().out
     assert records == [] and "No detection scores 0.999 or more; the highest on the first 1 images scores 0." in out
+
+
+def test_a_warm_up_longer_than_half_the_run_is_announced(capsys):
+    """darknet's 12,800-image warm-up on 131 training images and 30 epochs: the whole run (3,930 images)."""
+    from training import note_warmup
+
+    note_warmup(12800, {"nb_epochs": 30, "train_times": 1}, 131)
+    assert "covers 100% of this run's 3,930 training images shown" in capsys.readouterr().out
+    note_warmup(12800, {"nb_epochs": 50, "train_times": 1}, 5717)  # VOC2012 train: 0.04% of the run
+    assert capsys.readouterr().out == ""

@@ -20,6 +20,9 @@ VOC_LABELS = [
 # head_layers "auto" on an ImageNet classification backbone: a 1x1 conv alone on frozen ImageNet features learns
 # next to nothing (bench_heads.py: raccoon, MobileNet 0.25, mAP@0.5 0.09 against 0.80 with one or two layers)
 AUTO_HEAD_LAYERS = 2
+# train.learning_rate "auto": for a frozen backend as bench_heads.py measured; trained backends keep keras-yolo2's
+FROZEN_LEARNING_RATE = 1e-3
+UNFROZEN_LEARNING_RATE = 1e-4
 # darknet's yolov2-voc.cfg anchors, in 13x13 grid units for a 416 input.
 VOC_ANCHORS = [1.3221, 1.73145, 3.19275, 4.00944, 5.05587, 8.09892, 9.47112, 4.84053, 11.2364, 10.0071]
 
@@ -282,5 +285,12 @@ def compile_args(config):
 def optimizer_args(config):
     """optimizer.make_optimizer(total_steps, **optimizer_args(config))."""
     train = config["train"]
-    keys = ("optimizer", "learning_rate", "lr_schedule", "burn_in", "momentum", "weight_decay")
-    return {key: train[key] for key in keys}
+    keys = ("optimizer", "lr_schedule", "burn_in", "momentum", "weight_decay")
+    return {**{key: train[key] for key in keys}, "learning_rate": learning_rate(config)}
+
+
+def learning_rate(config):
+    """train.learning_rate, with "auto" read as FROZEN_LEARNING_RATE for a frozen backend, else UNFROZEN."""
+    if config["train"]["learning_rate"] != "auto":
+        return config["train"]["learning_rate"]
+    return FROZEN_LEARNING_RATE if config["model"]["freeze_backend"] is True else UNFROZEN_LEARNING_RATE

@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from batches import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES, BatchGenerator
-from config import compile_args, generator_args, loss_args, optimizer_args
+from config import compile_args, generator_args, learning_rate, loss_args, optimizer_args
 from config_checks import as_hw
 from data_check import short_summary, summarize
 from datasets import load_datasets
@@ -168,6 +168,8 @@ def check_weights(yolo, config):
           f"train; grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors{gray}.")  # fmt: skip
     layers = f"{yolo.head_layers} 3x3 conv-BN-leaky layer(s) of {yolo.head_filters} + " if yolo.head_layers else ""
     print(f"Head: {layers}the 1x1 detection conv ({yolo.head_choice}).")
+    if config["train"]["learning_rate"] == "auto":
+        print(f"Learning rate {learning_rate(config):g} (auto: {'frozen' if freeze is True else 'trained'} backend).")
     if yolo.multi_scale:
         smallest, largest = yolo.multi_scale
         print(f"Multi-scale training (darknet's random=1): every {MULTI_SCALE_EVERY} batches a square side from "

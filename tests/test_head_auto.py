@@ -58,3 +58,16 @@ def test_custom_config_trains_after_changing_paths_and_labels(tmp_path, capsys):
     assert "auto: a classification backbone" in out and 0 <= results["map"] <= 1
     saved = json.loads((tmp_path / "runs" / "custom" / "config.json").read_text())
     assert saved["model"]["head_layers"] == AUTO_HEAD_LAYERS  # the run records the head it built
+
+
+def test_auto_learning_rate_follows_the_freezing():
+    from config import FROZEN_LEARNING_RATE, UNFROZEN_LEARNING_RATE, optimizer_args
+
+    frozen = build_config({"model": {"freeze_backend": True}, "train": {"learning_rate": "auto"}})
+    trained = build_config({"model": {"freeze_backend": False}, "train": {"learning_rate": "auto"}})
+    partly = build_config({"model": {"freeze_backend": 10}, "train": {"learning_rate": "auto"}})
+    assert optimizer_args(frozen)["learning_rate"] == FROZEN_LEARNING_RATE
+    assert optimizer_args(trained)["learning_rate"] == optimizer_args(partly)["learning_rate"] == UNFROZEN_LEARNING_RATE
+    assert optimizer_args(build_config({"train": {"learning_rate": 0.02}}))["learning_rate"] == 0.02
+    with pytest.raises(ConfigError, match='train.learning_rate must be a positive number, or "auto"'):
+        build_config({"train": {"learning_rate": "fast"}})

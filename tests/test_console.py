@@ -19,6 +19,7 @@ def export_missing(env):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
+@pytest.mark.slow
 def test_native_lines_go_to_a_log_and_python_errors_stay():
     quiet = export_missing({k: v for k, v in ENV.items() if k != "YOLO_NATIVE_LOGS"})
     assert quiet.returncode == 2

@@ -34,6 +34,7 @@ def test_a_saved_detector_decides_the_auto_head(tmp_path):
     assert loaded.head_layers == 1
 
 
+@pytest.mark.slow
 def test_custom_config_trains_after_changing_paths_and_labels(tmp_path, capsys):
     """configs/custom.json with only its data paths, labels and weights path changed (and 1 epoch for time)."""
     import json

@@ -15,7 +15,7 @@ from keras import ops
 from batches import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES, BatchGenerator
 from config import compile_args, generator_args, learning_rate, loss_args, optimizer_args
 from config_checks import as_hw
-from data_check import short_summary, summarize
+from data_check import short_summary, summarize, write_batch_previews
 from datasets import load_datasets
 from errors import UserError
 from evaluate import MapEvaluation, predict_instances, report_evaluation
@@ -71,6 +71,8 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
                 {**config, "model": {**config["model"], "head_layers": yolo.head_layers}}, f, indent=2
             )  # as built
     print(f"Run folder: {run_dir}")
+    if initial_epoch == 0:  # what the first batches look like with their targets drawn: train_batch0.jpg ...
+        write_batch_previews(train_gen, yolo.labels, run_dir)
     resuming = initial_epoch > 0
     for first, last, frozen, lr_factor in training_stages(config):
         if initial_epoch >= last:

@@ -38,15 +38,15 @@ def class_colors(n):
 
 
 def draw_boxes(image, boxes, scores, class_ids, labels):
-    """Draws boxes with "label score" captions on a copy of an RGB uint8 image."""
+    """Draws boxes with "label score" captions on a copy of an RGB uint8 image (scores None: labels only)."""
     image = image.copy()
     colors = class_colors(len(labels))
     thickness = max(1, round(min(image.shape[:2]) / 250))
-    for box, score, cls in zip(boxes, scores, class_ids):
+    for box, score, cls in zip(boxes, [None] * len(boxes) if scores is None else scores, class_ids):
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         color = colors[int(cls)]
         cv2.rectangle(image, (x0, y0), (x1, y1), color, thickness)
-        caption = f"{labels[int(cls)]} {score:.2f}"
+        caption = labels[int(cls)] if score is None else f"{labels[int(cls)]} {score:.2f}"
         scale = 0.4 * thickness
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         y_text = max(y0, th + base)

@@ -44,3 +44,39 @@ def test_images_without_objects_of_the_labels_are_counted(tmp_path, demo_like_co
                                     ["no such label"], report=report)  # fmt: skip
     assert instances == [] and report.unlabelled_images == 4
     assert "4 images without objects of the configured labels" in report.summary()
+
+
+def test_batch_previews_draw_the_targets_where_the_boxes_are(tmp_path, demo_like_config, plain_batches):
+    """Without augmentation the boxes read back from the encoded targets are the annotation boxes resized to the
+    input (to 1e-3 px); the preview mosaics are written, 4 images a row."""
+    import cv2
+    import numpy as np
+
+    from data_check import target_boxes, write_batch_previews
+    from frontend import YOLO
+    from preprocessing import instance_boxes, parse_annotation
+
+    _, config = demo_like_config(tmp_path, train_count=8)
+    labels = config["model"]["labels"]
+    instances, _ = parse_annotation(
+        config["train"]["train_annot_folder"], config["train"]["train_image_folder"], labels
+    )
+    yolo = YOLO("MobileNet", 128, labels, 6, [1.0, 1.0, 2.5, 2.5], backend_options={"alpha": 0.25},
+                load_pretrained=False)  # fmt: skip
+    generator = plain_batches(instances, yolo, batch_size=4)
+    x, y = generator.make_batch(0)
+    found = 0
+    for b in range(4):
+        boxes, class_ids = target_boxes(y["grid"][b], (128, 128))
+        index = int(generator.order(0)[b])
+        truth, names = instance_boxes(instances[index])
+        truth = truth * 128 / np.array([instances[index]["width"], instances[index]["height"]] * 2)
+        for box, c in zip(boxes, class_ids):
+            distance = np.abs(truth - box).max(axis=1)
+            assert distance.min() < 1e-3 and names[int(distance.argmin())] == labels[c]
+            found += 1
+    assert found >= 4
+    paths = write_batch_previews(generator, labels, str(tmp_path), count=2)
+    mosaic = cv2.imread(paths[1])
+    assert [p.rsplit("/", 1)[1] for p in paths] == ["train_batch0.jpg", "train_batch1.jpg"]
+    assert mosaic.shape == (128, 4 * 128, 3)

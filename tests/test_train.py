@@ -103,7 +103,7 @@ def test_training_run_writes_its_outputs_and_resumes(tmp_path, demo_like_config)
     results = cli.main(["--config", path, "--verbose", "0"])
     run = tmp_path / "runs" / "t"
     for name in ("config.json", "best.weights.h5", "last.weights.h5", "resume.h5", "history.csv",
-                 "training_curves.png", "results.json"):  # fmt: skip
+                 "training_curves.png", "results.json", "train_batch0.jpg", "train_batch2.jpg"):  # fmt: skip
         assert (run / name).exists(), name
     assert len(os.listdir(run / "predictions")) == 2
     assert 0 <= results["map"] <= 1

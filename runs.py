@@ -95,7 +95,7 @@ def plot_training_curves(csv_path, png_path):
         rows = list(csv.DictReader(f))
     if not rows:
         return None
-    epochs = [int(r["epoch"]) + 1 for r in rows]
+    epochs = [int(r["epoch"]) for r in rows]
     panels = [("loss", ["loss", "val_loss"]), ("coord_loss", ["coord_loss", "val_coord_loss"]),
               ("obj_loss", ["obj_loss", "val_obj_loss"]), ("noobj_loss", ["noobj_loss", "val_noobj_loss"]),
               ("class_loss", ["class_loss", "val_class_loss"])]  # fmt: skip
@@ -120,8 +120,15 @@ def plot_training_curves(csv_path, png_path):
     return png_path
 
 
+class EpochLog(keras.callbacks.CSVLogger):
+    """history.csv with epochs counted from 1, as the progress bar and the end-of-run line count them."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 def best_epoch(csv_path):
-    """The epoch the best checkpoint comes from, read from history.csv -> {"epoch" (1-based), "by" (val_map50 or
+    """The epoch the best checkpoint comes from, read from history.csv -> {"epoch" (from 1), "by" (val_map50 or
     val_loss), "value", "warning": why that best is suspect, or None} or None without a log."""
     try:
         with open(csv_path) as f:
@@ -129,7 +136,7 @@ def best_epoch(csv_path):
     except OSError:
         return None
     by = "val_map50" if rows and "val_map50" in rows[0] else "val_loss"
-    points = [(int(r["epoch"]) + 1, float(r[by])) for r in rows if r.get(by) not in (None, "", "NA", "nan")]
+    points = [(int(r["epoch"]), float(r[by])) for r in rows if r.get(by) not in (None, "", "NA", "nan")]
     if not points:
         return None
     epoch, value = (max if by == "val_map50" else min)(points, key=lambda p: p[1])

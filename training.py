@@ -25,6 +25,7 @@ from images import decode_image
 from optimizer import make_optimizer
 from preprocessing import TargetLayout
 from runs import (
+    EpochLog,
     RunCheckpoint,
     best_epoch,
     load_resume_state,
@@ -213,7 +214,7 @@ def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache)
         checkpoint = RunCheckpoint(yolo, run_dir, "val_loss", "min", best)
     callbacks += [
         checkpoint,
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=initial_epoch > 0),
+        EpochLog(os.path.join(run_dir, "history.csv"), append=initial_epoch > 0),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
     ]
     patience = config["train"]["early_stopping_patience"]

@@ -112,7 +112,7 @@ def test_training_run_writes_its_outputs_and_resumes(tmp_path, demo_like_config)
 
     cli.main(["--resume", str(run), "--epochs", "2", "--verbose", "0"])
     with open(run / "history.csv") as f:
-        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1"]
+        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["1", "2"]  # epochs counted from 1
     with h5py.File(run / "resume.h5") as f:
         assert f.attrs["epoch"] == 2
         # the optimizer's step counter continued: 2 epochs of 2 batches
@@ -140,7 +140,7 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path, demo_like_config, run_
     assert f"at epoch {done_epochs + 1}/{done_epochs + 1}" in done.stdout
     with open(tmp_path / "runs" / "t" / "history.csv") as f:
         epochs = [line.split(",")[0] for line in f.read().split()[1:]]
-    assert epochs[-1] == str(done_epochs)
+    assert epochs[-1] == str(done_epochs + 1)
 
 
 @pytest.mark.slow

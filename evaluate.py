@@ -20,6 +20,7 @@ from errors import UserError
 from images import IMAGE_EXTENSIONS, decode_image
 from metrics import COCO_IOU_THRESHOLDS, average_precision, coco_average_precision
 from preprocessing import ParseReport, clip_objects, parse_voc_xml
+from threshold_curves import plot_threshold_curves, threshold_curves
 from utils import corners_to_voc
 from weight_files import atomic_write
 
@@ -48,7 +49,8 @@ def evaluate_detections(instances, detections, labels, metric, score_threshold, 
     class ids) against the instances' VOC objects.
 
     Returns {"classes": {label: {ap, n_gt, n_det, precision/recall at score_threshold, coco AP}},
-    "map": mean VOC AP over classes with objects, "coco": {map, ap50, ap75}, and the settings}.
+    "map": mean VOC AP over classes with objects, "coco": {map, ap50, ap75}, "curves": P / R / F1 against the
+    score threshold (threshold_curves.py), and the settings}.
     """
     per_class = {}
     for cls, label in enumerate(labels):
@@ -69,7 +71,7 @@ def evaluate_detections(instances, detections, labels, metric, score_threshold, 
         per_class[label] = result
     scored = [r for r in per_class.values() if r["n_gt"] > 0]
     coco = np.array([r["coco_ap"] for r in scored]).reshape(-1, len(COCO_IOU_THRESHOLDS))
-    return {
+    results = {
         "metric": metric,
         "iou_threshold": iou_threshold,
         "score_threshold": score_threshold,
@@ -77,6 +79,7 @@ def evaluate_detections(instances, detections, labels, metric, score_threshold, 
         "map": _mean([r["ap"] for r in scored]),
         "coco": {"map": _mean(coco), "ap50": _mean(coco[:, 0]), "ap75": _mean(coco[:, 5])},
     }
+    return {**results, "curves": threshold_curves(results)}
 
 
 def _mean(values):
@@ -132,6 +135,7 @@ def results_summary(results):
         "score_threshold": results["score_threshold"],
         "map": number(results["map"]),
         "coco": {k: number(v) for k, v in results["coco"].items()},
+        "best_f1": {k: number(v) for k, v in results["curves"]["best"].items()},
         "classes": classes,
     }
 
@@ -183,6 +187,7 @@ def write_evaluation(results, out_dir):
     with atomic_write(path) as tmp, open(tmp, "w") as f:
         json.dump(results_summary(results), f, indent=2)
     plot_pr_curves(results, os.path.join(out_dir, "pr_curves"))
+    plot_threshold_curves(results["curves"], out_dir)
     return path
 
 
@@ -198,7 +203,11 @@ def report_evaluation(instances, detections, labels, out_dir, metric, score_thre
     results = evaluate_detections(instances, detections, labels, metric, score_threshold)
     print(format_table(results))
     path = write_evaluation(results, out_dir)
-    print(f"Results: {path}\nPrecision-recall curves: {os.path.join(out_dir, 'pr_curves')}")
+    best = results["curves"]["best"]
+    print(f"Best mean F1 {best['f1']:.3f} at score threshold {best['threshold']:.2f} (P {best['precision']:.3f}, R "
+          f"{best['recall']:.3f}): predict --score_threshold {best['threshold']:.2f} keeps what balances them.")  # fmt: skip
+    print(f"Results: {path}\nPrecision-recall curves: {os.path.join(out_dir, 'pr_curves')}; F1 / P / R against the "
+          f"score threshold: {os.path.join(out_dir, 'f1_curve.png')}, p_curve.png, r_curve.png")  # fmt: skip
     return results
 
 

@@ -108,36 +108,3 @@ def check_data(config, out_dir):
     path = plot_labels(train_set, labels, input_hw, anchors, os.path.join(out_dir, "labels.png"))
     print(f"Training labels drawn in {path}")
     return summaries
-
-
-def target_boxes(grid, input_hw):
-    """The boxes a training target grid (gh, gw, nb_box, 5 + classes) asks for -> (corners in input pixels (N, 4),
-    class ids): what the loss will pull the predictions to, read back from the encoded target."""
-    cells = grid[..., 4] > 0
-    xywh, class_ids = grid[cells][:, :4], np.argmax(grid[cells][:, 5:], axis=-1)
-    scale = np.array([input_hw[1] / grid.shape[1], input_hw[0] / grid.shape[0]] * 2, np.float32)
-    corners = np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], axis=1) * scale
-    return corners, class_ids
-
-
-def write_batch_previews(generator, labels, out_dir, count=3, columns=4):
-    """train_batch0.jpg ...: the first `count` training batches as the model gets them (augmented), with the boxes
-    of their targets drawn, so a glance shows whether labels and augmentation line up. -> the paths."""
-    import cv2
-
-    from utils import draw_boxes
-
-    paths = []
-    for k in range(count):
-        x, y = generator.make_batch(k)
-        tiles = []
-        for image, grid in zip(x["input_image"], y["grid"]):
-            rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
-            boxes, class_ids = target_boxes(grid, rgb.shape[:2])
-            tiles.append(draw_boxes(rgb, boxes, None, class_ids, labels))
-        tiles += [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
-        rows = [np.concatenate(tiles[r : r + columns], axis=1) for r in range(0, len(tiles), columns)]
-        path = os.path.join(out_dir, f"train_batch{k}.jpg")
-        cv2.imwrite(path, cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
-        paths.append(path)
-    return paths

@@ -15,7 +15,7 @@ from keras import ops
 from batches import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES, BatchGenerator
 from config import compile_args, generator_args, learning_rate, loss_args, optimizer_args
 from config_checks import as_hw
-from data_check import short_summary, summarize, write_batch_previews
+from data_check import short_summary, summarize
 from datasets import load_datasets
 from errors import UserError
 from evaluate import MapEvaluation, predict_instances, report_evaluation
@@ -24,6 +24,7 @@ from image_cache import open_cache
 from images import decode_image
 from optimizer import make_optimizer
 from preprocessing import TargetLayout
+from previews import write_batch_previews, write_validation_mosaics
 from runs import (
     EpochLog,
     RunCheckpoint,
@@ -238,6 +239,7 @@ def report(yolo, config, valid_set, run_dir, cache=None):
     images = write_prediction_images(
         valid_set, detections, yolo.labels, predictions, config["train"]["prediction_images"], score_threshold
     )
+    write_validation_mosaics(valid_set, detections, yolo.labels, run_dir, score_threshold)
     saved = config["train"]["saved_weights_name"]
     if saved and os.path.exists(best_path):
         if not saved.endswith(".weights.h5"):

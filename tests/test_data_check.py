@@ -52,9 +52,9 @@ def test_batch_previews_draw_the_targets_where_the_boxes_are(tmp_path, demo_like
     import cv2
     import numpy as np
 
-    from data_check import target_boxes, write_batch_previews
     from frontend import YOLO
     from preprocessing import instance_boxes, parse_annotation
+    from previews import target_boxes, write_batch_previews
 
     _, config = demo_like_config(tmp_path, train_count=8)
     labels = config["model"]["labels"]
@@ -80,3 +80,26 @@ def test_batch_previews_draw_the_targets_where_the_boxes_are(tmp_path, demo_like
     mosaic = cv2.imread(paths[1])
     assert [p.rsplit("/", 1)[1] for p in paths] == ["train_batch0.jpg", "train_batch1.jpg"]
     assert mosaic.shape == (128, 4 * 128, 3)
+
+
+def test_validation_mosaics_draw_labels_and_detections_where_they_are(tmp_path):
+    """A gray 100 x 50 image with one object at continuous corners (10, 5, 50, 25): at the 256 px tile its box's
+    top edge runs along y = 26 from x = 26 in the class colour; a detection below the threshold is not drawn."""
+    import cv2
+    import numpy as np
+
+    from previews import TILE, write_validation_mosaics
+    from utils import class_colors
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((50, 100, 3), 128, np.uint8))
+    instance = {"filename": str(tmp_path / "a.png"), "width": 100, "height": 50,
+                "object": [{"name": "b", "difficult": False, "xmin": 11, "ymin": 6, "xmax": 50, "ymax": 25}]}  # fmt: skip
+    detections = [(np.array([[10.0, 5.0, 50.0, 25.0]]), np.array([0.2]), np.array([1]))]
+    labels_path, pred_path = write_validation_mosaics([instance], detections, ["a", "b"], str(tmp_path), 0.3)
+    truth, found = cv2.imread(labels_path)[..., ::-1], cv2.imread(pred_path)[..., ::-1]
+    assert truth.shape == found.shape == (TILE, 4 * TILE, 3)
+    edge, inside = truth[26, 60:120].astype(int), truth[60, 60:120].astype(int)  # right of the caption
+    colour = np.array(class_colors(2)[1])
+    # the JPEG's chroma subsampling blends a 1 px line with the gray: it moves towards the class colour
+    assert (np.sign(edge - 128) * np.sign(colour - 128) >= 0).all() and np.abs(edge - 128).max() > 50
+    assert np.abs(inside - 128).max() < 20 and np.abs(found[26, 60:120].astype(int) - 128).max() < 20  # 0.2 < 0.3

@@ -102,7 +102,7 @@ def test_training_run_writes_its_outputs_and_resumes(tmp_path, demo_like_config)
     path, _ = demo_like_config(tmp_path)
     results = cli.main(["--config", path, "--verbose", "0"])
     run = tmp_path / "runs" / "t"
-    for name in ("config.json", "best.weights.h5", "last.weights.h5", "resume.h5", "history.csv",
+    for name in ("config.json", "best.weights.h5", "last.weights.h5", "resume.h5", "history.csv", "val_batch0_pred.jpg",
                  "training_curves.png", "results.json", "train_batch0.jpg", "train_batch2.jpg"):  # fmt: skip
         assert (run / name).exists(), name
     assert len(os.listdir(run / "predictions")) == 2

@@ -15,9 +15,12 @@ def quiet_native_logs():
     if os.environ.get("YOLO_NATIVE_LOGS") == "1":
         return None
     path = os.path.join(tempfile.gettempdir(), "yolov2-native.log")  # the latest run's
-    sys.stderr.flush()
-    terminal = os.dup(2)
-    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        sys.stderr.flush()
+        terminal = os.dup(2)
+        log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except (OSError, AttributeError, ValueError):  # no descriptor 2 or no writable temp folder: leave stderr be
+        return None
     os.dup2(log, 2)
     os.close(log)
     sys.stderr = io.TextIOWrapper(io.FileIO(terminal, "w"), line_buffering=True, write_through=True,

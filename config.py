@@ -19,8 +19,8 @@ VOC_LABELS = [
 
 # head_layers "auto" on an ImageNet classification backbone, and train.learning_rate "auto" on a frozen backend:
 # the best of bench_heads.py's sweep (head layers 0-3 x lr 1e-4..3e-3, raccoon, 224 px, 30 epochs) for frozen
-# MobileNet 0.25 (mAP@0.5 0.884; a 1x1 conv alone: 0.095) and SqueezeNet (0.976; alone: 0.110). Trained backends
-# keep keras-yolo2's 1e-4 (not measured).
+# MobileNet 0.25 (mAP@0.5 0.884; a 1x1 conv alone: 0.095) and SqueezeNet (0.976; alone: 0.110), and on BCCD for
+# MobileNet 0.25 (0.383; alone: 0.035-0.124). Trained backends keep keras-yolo2's 1e-4 (not measured).
 AUTO_HEAD_LAYERS = 3
 FROZEN_LEARNING_RATE = 3e-3
 UNFROZEN_LEARNING_RATE = 1e-4

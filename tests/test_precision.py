@@ -20,6 +20,7 @@ def batch(grid_cells):
 
 @pytest.mark.slow
 def test_mixed_bfloat16_computes_in_16_bits_and_trains():
+    keras.utils.set_random_seed(0)  # unseeded, Adam 1e-2 made 3 steps rise and fall by chance (1.93, 1.02, 2.99)
     yolo = YOLO("MobileNet", 64, ["a", "b"], 4, [1, 1, 2, 2], backend_options={"alpha": 0.25}, freeze_backend=False,
                 load_pretrained=False, precision="mixed_bfloat16")  # fmt: skip
     assert keras.config.dtype_policy().name == "float32"  # the detector's policy did not leak
@@ -29,9 +30,9 @@ def test_mixed_bfloat16_computes_in_16_bits_and_trains():
     assert yolo.inference_model.predict_on_batch(np.zeros((1, 64, 64, 3), np.uint8)).dtype == np.float32
     head = yolo.model.get_layer("DetectionLayer")
     before = head.kernel.numpy().copy()
-    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-3))  # falls step by step for seeds 0-4 (1e-2 did not)
     x, y = batch((yolo.grid_h, yolo.grid_w))
-    losses = [yolo.model.train_on_batch(x, y)[0] for _ in range(3)]
+    losses = [yolo.model.train_on_batch(x, y)[0] for _ in range(5)]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0] and not np.allclose(before, head.kernel.numpy())
 
 

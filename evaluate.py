@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 from config import detection_args
+from confusion import confusion_matrix, confusion_summary, plot_confusion_matrix
 from dataset_formats import read_coco_ground_truth
 from datasets import load_datasets
 from detections import NO_DETECTIONS, detect_files, image_key, load_detections_file, records_to_detections
@@ -50,7 +51,8 @@ def evaluate_detections(instances, detections, labels, metric, score_threshold, 
 
     Returns {"classes": {label: {ap, n_gt, n_det, precision/recall at score_threshold, coco AP}},
     "map": mean VOC AP over classes with objects, "coco": {map, ap50, ap75}, "curves": P / R / F1 against the
-    score threshold (threshold_curves.py), and the settings}.
+    score threshold (threshold_curves.py), "confusion": the confusion matrix at score_threshold (confusion.py), and
+    the settings}.
     """
     per_class = {}
     for cls, label in enumerate(labels):
@@ -79,7 +81,8 @@ def evaluate_detections(instances, detections, labels, metric, score_threshold, 
         "map": _mean([r["ap"] for r in scored]),
         "coco": {"map": _mean(coco), "ap50": _mean(coco[:, 0]), "ap75": _mean(coco[:, 5])},
     }
-    return {**results, "curves": threshold_curves(results)}
+    confusion = confusion_matrix(instances, detections, labels, score_threshold, iou_threshold)
+    return {**results, "curves": threshold_curves(results), "confusion": confusion}
 
 
 def _mean(values):
@@ -137,6 +140,9 @@ def results_summary(results):
         "coco": {k: number(v) for k, v in results["coco"].items()},
         "best_f1": {k: number(v) for k, v in results["curves"]["best"].items()},
         "classes": classes,
+        "confusion_matrix": confusion_summary(
+            results["confusion"], list(results["classes"]), results["score_threshold"], results["iou_threshold"]
+        ),  # fmt: skip
     }
 
 
@@ -188,6 +194,8 @@ def write_evaluation(results, out_dir):
         json.dump(results_summary(results), f, indent=2)
     plot_pr_curves(results, os.path.join(out_dir, "pr_curves"))
     plot_threshold_curves(results["curves"], out_dir)
+    plot_confusion_matrix(results["confusion"], list(results["classes"]), results["score_threshold"],
+                          os.path.join(out_dir, "confusion_matrix.png"))  # fmt: skip
     return path
 
 
@@ -204,10 +212,13 @@ def report_evaluation(instances, detections, labels, out_dir, metric, score_thre
     print(format_table(results))
     path = write_evaluation(results, out_dir)
     best = results["curves"]["best"]
-    print(f"Best mean F1 {best['f1']:.3f} at score threshold {best['threshold']:.2f} (P {best['precision']:.3f}, R "
-          f"{best['recall']:.3f}): predict --score_threshold {best['threshold']:.2f} keeps what balances them.")  # fmt: skip
+    if best["f1"]:
+        print(f"Best mean F1 {best['f1']:.3f} at score threshold {best['threshold']:.2f} (P {best['precision']:.3f}, "
+              f"R {best['recall']:.3f}): predict --score_threshold {best['threshold']:.2f} keeps what balances them.")  # fmt: skip
+    else:
+        print("Best mean F1 0: no score threshold keeps a detection of an object.")
     print(f"Results: {path}\nPrecision-recall curves: {os.path.join(out_dir, 'pr_curves')}; F1 / P / R against the "
-          f"score threshold: {os.path.join(out_dir, 'f1_curve.png')}, p_curve.png, r_curve.png")  # fmt: skip
+          f"score threshold: {os.path.join(out_dir, 'f1_curve.png')}, p_curve.png, r_curve.png; confusion_matrix.png")  # fmt: skip
     return results
 
 

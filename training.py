@@ -12,19 +12,21 @@ import cv2
 import keras
 from keras import ops
 
-from batches import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES, BatchGenerator
-from config import compile_args, generator_args, learning_rate, loss_args, optimizer_args
+from batches import BatchGenerator
+from config import compile_args, generator_args, loss_args, optimizer_args
 from config_checks import as_hw
-from data_check import short_summary, summarize
+from data_check import summarize
 from datasets import load_datasets
 from errors import UserError
-from evaluate import MapEvaluation, predict_instances, report_evaluation
+from evaluate import MapEvaluation, format_table, predict_instances, report_evaluation
 from frontend import YOLO
 from image_cache import open_cache
 from images import decode_image
 from optimizer import make_optimizer
 from preprocessing import TargetLayout
 from previews import write_batch_previews, write_validation_mosaics
+from report import write_report
+from run_summary import end_rows, format_block, start_rows
 from runs import (
     EpochLog,
     RunCheckpoint,
@@ -54,7 +56,7 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     `callbacks` are added to the Keras callbacks of every fit stage.
     """
     train_cfg = config["train"]
-    train_set, valid_set = load_data(config)
+    train_set, valid_set, reports, figures = load_data(config)
     keras.utils.set_random_seed(train_cfg["seed"])  # same config, same initial weights
     yolo = YOLO.from_config(config, n_train_images=len(train_set), weights=train_cfg["pretrained_weights"] or None)
     note_warmup(loss_args(config, len(train_set))["warmup_images"], train_cfg, len(train_set))
@@ -72,7 +74,9 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
             json.dump(
                 {**config, "model": {**config["model"], "head_layers": yolo.head_layers}}, f, indent=2
             )  # as built
-    print(f"Run folder: {run_dir}")
+    start_block = format_block("run", [*start_rows(config, yolo, figures, reports, len(train_gen)),
+                                       ("run folder", run_dir)])  # fmt: skip
+    print(start_block)
     if initial_epoch == 0:  # what the first batches look like with their targets drawn: train_batch0.jpg ...
         write_batch_previews(train_gen, yolo.labels, run_dir)
     resuming = initial_epoch > 0
@@ -100,7 +104,7 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
                 f"Interrupted. Completed epochs are saved; continue with:\n  python main.py --resume {run_dir}"
             ) from None
         initial_epoch, best = last, next(c.best for c in stage_callbacks if isinstance(c, RunCheckpoint))
-    return report(yolo, config, valid_set, run_dir, cache)
+    return report(yolo, config, valid_set, run_dir, cache, start_block)
 
 
 def training_stages(config):
@@ -126,9 +130,10 @@ def count_trainable(yolo):
 
 
 def load_data(config):
+    """-> training and validation instances, their parse reports and data_check figures; prints what was skipped."""
     train_set, valid_set, reports = load_datasets(config)
     for split, parse_report in reports.items():
-        if parse_report.files:
+        if parse_report.files and parse_report.summary().count("\n"):  # more than "N annotation files read"
             print(f"[{split}] {parse_report.summary()}")
     max_box = config["model"]["max_box_per_image"]
     crowded = sum(len(i["object"]) > max_box for i in train_set)
@@ -136,11 +141,9 @@ def load_data(config):
         print(f"Note: {crowded} training images have more than max_box_per_image={max_box} objects; "
               "the no-object test sees only the first ones.")  # fmt: skip
     model = config["model"]
-    for split, instances in (("train", train_set), ("valid", valid_set)):
-        figures = summarize(instances, model["labels"], as_hw(model["input_size"]), model["anchors"])
-        print(short_summary(split, figures))
-    print(f"Training on {len(train_set)} images, validating on {len(valid_set)}.")
-    return train_set, valid_set
+    figures = {split: summarize(instances, model["labels"], as_hw(model["input_size"]), model["anchors"])
+               for split, instances in (("train", train_set), ("valid", valid_set))}  # fmt: skip
+    return train_set, valid_set, reports, figures
 
 
 def check_weights(yolo, config):
@@ -162,23 +165,7 @@ def check_weights(yolo, config):
     if pretrained:
         yolo.load_weights(pretrained)
         print(f"Loaded pretrained detector weights from {pretrained}")
-    n_trainable = count_trainable(yolo)
-    n_total = sum(int(ops.size(v)) for v in yolo.model.weights)
     freeze = model_cfg["freeze_backend"]
-    state = "frozen" if freeze is True else "trainable" if not freeze else f"partly frozen ({freeze})"
-    weights = yolo.backend_weights or "none, random initialisation"
-    gray = ", gray input (1 channel)" if yolo.input_channels == 1 else ""
-    print(f"{yolo.backend.name} backend {state} (weights: {weights}): {n_trainable:,} of {n_total:,} parameters "
-          f"train; grid {yolo.grid_h}x{yolo.grid_w}, {yolo.nb_box} anchors{gray}.")  # fmt: skip
-    layers = f"{yolo.head_layers} 3x3 conv-BN-leaky layer(s) of {yolo.head_filters} + " if yolo.head_layers else ""
-    print(f"Head: {layers}the 1x1 detection conv ({yolo.head_choice}).")
-    if config["train"]["learning_rate"] == "auto":
-        print(f"Learning rate {learning_rate(config):g} (auto: {'frozen' if freeze is True else 'trained'} backend).")
-    if yolo.multi_scale:
-        smallest, largest = yolo.multi_scale
-        print(f"Multi-scale training (darknet's random=1): every {MULTI_SCALE_EVERY} batches a square side from "
-              f"{smallest} to {largest}, the largest for the last {MULTI_SCALE_FINAL_BATCHES} batches; evaluation at "
-              f"{yolo.input_w}x{yolo.input_h}.")  # fmt: skip
     frozen_for_good = freeze is True and not config["train"]["unfreeze_after"]
     if frozen_for_good and not yolo.head_layers and not yolo.backend.ends_in_detection_layers:
         print('Note: a frozen ImageNet backbone under a single 1x1 conv learns little; model.head_layers "auto" or 2 '
@@ -224,8 +211,9 @@ def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache)
     return callbacks
 
 
-def report(yolo, config, valid_set, run_dir, cache=None):
-    """Evaluates the best checkpoint; writes results.json, PR curves, training curves, prediction images."""
+def report(yolo, config, valid_set, run_dir, cache=None, start_block=""):
+    """Evaluates the best checkpoint; writes results.json, PR curves, training curves, prediction images and
+    report.html (which repeats `start_block`, the run's opening summary)."""
     best_path = os.path.join(run_dir, "best.weights.h5")
     if os.path.exists(best_path):
         yolo.load_weights(best_path)
@@ -234,7 +222,7 @@ def report(yolo, config, valid_set, run_dir, cache=None):
     detections = predict_instances(yolo, valid_set, config, cache=cache)
     score_threshold = config["valid"]["score_threshold"]
     results = report_evaluation(valid_set, detections, yolo.labels, run_dir, "voc", score_threshold)
-    curves = plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
+    plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
     predictions = os.path.join(run_dir, "predictions")
     images = write_prediction_images(
         valid_set, detections, yolo.labels, predictions, config["train"]["prediction_images"], score_threshold
@@ -248,14 +236,13 @@ def report(yolo, config, valid_set, run_dir, cache=None):
         shutil.copyfile(best_path, saved)
     best = best_epoch(os.path.join(run_dir, "history.csv"))
     if best:
-        print(f"\nBest checkpoint: epoch {best['epoch']}, by {best['by']} {best['value']:.4f}.")
-        if best["warning"]:
-            print(f"Warning: {best['warning']}. On a frozen pretrained backbone a 1x1 head (model.head_layers 0) "
-                  "can learn to call every cell empty; model.head_layers 2 learns there.")  # fmt: skip
         record_best_epoch(os.path.join(run_dir, "results.json"), best)
-    print(f"\nmAP@0.5 = {results['map']:.4f}")
-    print(f"Weights: {best_path}\nCurves: {curves}")
-    print(f"Predictions: {len(images)} images in {predictions}")
+    end_block = format_block("result", end_rows(run_dir, results, best, len(images)))
+    write_report(run_dir, start_block, end_block, format_table(results))
+    print("\n" + end_block)
+    if best and best["warning"]:
+        print(f"Warning: {best['warning']}. On a frozen pretrained backbone a 1x1 head (model.head_layers 0) "
+              "can learn to call every cell empty; model.head_layers 2 learns there.")  # fmt: skip
     return results
 
 

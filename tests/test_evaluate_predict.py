@@ -1,10 +1,13 @@
 """main.py evaluate and predict on a small trained run: outputs, agreement between the two paths, errors."""
 
+import base64
 import csv
 import json
 import os
+from html.parser import HTMLParser
 
 import cv2
+import numpy as np
 import pytest
 
 import main as cli
@@ -36,6 +39,65 @@ def test_training_logs_map_and_keeps_best_by_map(run):
     assert set(saved["coco"]) == {"map", "ap50", "ap75"}
     maps = [float(r["val_map50"]) for r in rows]
     assert saved["best_by"] == "val_map50" and saved["best_epoch"] == 1 + maps.index(max(maps))
+
+
+class ImageTags(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.found = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.found.append(dict(attrs))
+
+
+def test_report_embeds_every_image_of_the_run_folder(run):
+    run_dir, _, _ = run
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    parser = ImageTags()
+    parser.feed(page)
+    on_disk = {p.relative_to(run_dir).as_posix() for p in run_dir.rglob("*") if p.suffix in (".png", ".jpg")}
+    on_disk -= {p for p in on_disk if p.startswith(("evaluation/", "eval07/"))}  # written by later tests
+    shown = [image["alt"] for image in parser.found]
+    assert {"training_curves.png", "confusion_matrix.png", "f1_curve.png", "train_batch0.jpg",
+            "val_batch0_pred.jpg", "pr_curves/pr_all.png"} <= set(shown)  # fmt: skip
+    assert set(shown) == on_disk and len(shown) == len(set(shown))
+    for image in parser.found:
+        assert (run_dir / image["alt"]).is_file()
+        head, data = image["src"].split(",", 1)
+        assert head in ("data:image/png;base64", "data:image/jpeg;base64")
+        decoded = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None and decoded.shape == cv2.imread(str(run_dir / image["alt"])).shape
+    assert "-- result" in page and "-- run" in page and "&quot;run_name&quot;: &quot;t&quot;" in page
+
+
+def test_confusion_counts_agree_with_predict_at_the_same_threshold(run, tmp_path):
+    run_dir, _, data = run
+    weights = str(run_dir / "best.weights.h5")
+    cli.main(["evaluate", "-w", weights, "--threshold", "0.02", "--output", str(tmp_path / "e")])
+    confusion = json.loads((tmp_path / "e" / "results.json").read_text())["confusion_matrix"]
+    counts = confusion["counts"]
+    assert confusion["labels"][-1] == "background" and confusion["score_threshold"] == 0.02
+    records = cli.main(["predict", "-w", weights, "-i", str(data / "valid" / "images"), "--threshold", "0.02",
+                        "--output", str(tmp_path / "p")])  # fmt: skip
+    assert records and sum(map(sum, counts[:-1])) == len(records)  # every kept detection in one detected-class row
+    n_objects = sum(c["n_gt"] for c in json.loads((tmp_path / "e" / "results.json").read_text())["classes"].values())
+    assert sum(row[k] for row in counts for k in range(len(counts) - 1)) == n_objects  # each object in one column
+    assert os.path.getsize(tmp_path / "e" / "confusion_matrix.png") > 5000
+
+
+def test_predict_defaults_to_the_runs_best_f1_threshold(run, tmp_path, capsys):
+    run_dir, _, data = run
+    best = json.loads((run_dir / "results.json").read_text())["best_f1"]
+    images = str(data / "valid" / "images")
+    weights = str(run_dir / "best.weights.h5")
+    records = cli.main(["predict", "-w", weights, "-i", images, "--output", str(tmp_path / "a")])
+    if best["f1"]:
+        assert f"Score threshold {best['threshold']:.2f}: the best mean F1" in capsys.readouterr().out
+        assert all(r["score"] >= best["threshold"] for r in records)
+    floor = cli.main(["predict", "-w", weights, "-i", images, "--threshold", "0.005", "--output", str(tmp_path / "b")])
+    assert "best mean F1" not in capsys.readouterr().out  # the flag wins
+    assert len(records) == sum(r["score"] >= (best["threshold"] if best["f1"] else 0.3) for r in floor)
 
 
 def test_evaluate_writes_table_json_and_pr_curves(run, capsys):

@@ -55,7 +55,7 @@ def test_custom_config_trains_after_changing_paths_and_labels(tmp_path, capsys):
     (tmp_path / "custom.json").write_text(json.dumps(config))
     results = cli.main(["--config", str(tmp_path / "custom.json"), "--verbose", "0"])
     out = capsys.readouterr().out
-    assert "MobileNet backend frozen (weights: " in out and f"Head: {AUTO_HEAD_LAYERS} 3x3 conv-BN-leaky" in out
+    assert "MobileNet backbone, frozen (weights: " in out and f"head        {AUTO_HEAD_LAYERS} 3x3 conv-BN-leaky" in out
     assert "auto: a classification backbone" in out and 0 <= results["map"] <= 1
     saved = json.loads((tmp_path / "runs" / "custom" / "config.json").read_text())
     assert saved["model"]["head_layers"] == AUTO_HEAD_LAYERS  # the run records the head it built

@@ -4,8 +4,16 @@ import argparse
 import sys
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, as every other user error is (its default prints the usage first)."""
+
+    def error(self, message):
+        print(f"\nError: {message} (python main.py --help lists them)", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Train a YOLOv2 detector (settings in a keras-yolo2 style config.json).")
+    p = ArgumentParser(description="Train a YOLOv2 detector (settings in a keras-yolo2 style config.json).")
     p.add_argument(
         "command",
         nargs="?",

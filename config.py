@@ -42,7 +42,7 @@ DEFAULTS = {
         "input_channels": 3,
         # 3x3 conv-BN-leaky layers between backend and the 1x1 detection conv, trained from scratch; "auto": none
         # for darknet detectors' backends, AUTO_HEAD_LAYERS for ImageNet classification backbones
-        "head_layers": 0,
+        "head_layers": "auto",
         "head_filters": 256,
     },
     "train": {
@@ -60,7 +60,8 @@ DEFAULTS = {
         "train_times": 1,
         "pretrained_weights": "",
         "batch_size": 16,
-        "learning_rate": 1e-4,
+        # "auto": FROZEN_LEARNING_RATE on a frozen backend, UNFROZEN_LEARNING_RATE otherwise
+        "learning_rate": "auto",
         "nb_epochs": 50,
         "warmup_epochs": None,
         # darknet's region layer pulls unassigned predictions to their anchors for this many images
@@ -154,9 +155,10 @@ def build_config(raw, source="config"):
         raise ConfigError(f"{source}: the top level must be a JSON object with model/train/valid sections")
     config = copy.deepcopy(DEFAULTS)
     for section, values in raw.items():
-        if section not in DEFAULTS:
-            _unknown(source, section, None, DEFAULTS)
-            continue
+        if section not in DEFAULTS:  # a misspelt section would drop every key in it: refused, not ignored
+            close = difflib.get_close_matches(section, list(DEFAULTS), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{source}: unknown section '{section}' (the sections are model, train, valid).{hint}")
         if not isinstance(values, dict):
             raise ConfigError(f"{source}: section '{section}' must be an object")
         for key, value in values.items():
@@ -176,9 +178,8 @@ def build_config(raw, source="config"):
 
 def _unknown(source, key, section, known):
     close = difflib.get_close_matches(key, list(known), n=1)
-    where = f"{section}.{key}" if section else key
     hint = f" Did you mean '{close[0]}'?" if close else ""
-    warnings.warn(f"{source}: unknown key '{where}' is ignored.{hint}", stacklevel=3)
+    warnings.warn(f"{source}: unknown key '{section}.{key}' is ignored.{hint}", stacklevel=3)
 
 
 def apply_overrides(config, args):

@@ -31,6 +31,7 @@ CHECKS = {
     'a positive number, or "auto"': lambda v: v == "auto" or (_number(v) and v > 0),
     "a number of at least 0": lambda v: _number(v) and v >= 0,
     "a number from 0 to 1": lambda v: _number(v) and 0 <= v <= 1,
+    "a number from 0 to below 1": lambda v: _number(v) and 0 <= v < 1,
     "a number from 0 to below 0.5 (the share of each side cropped or padded)": lambda v: _number(v) and 0 <= v < 0.5,
     "a number of at least 1": lambda v: _number(v) and v >= 1,
     "true or false": lambda v: isinstance(v, bool),
@@ -56,7 +57,8 @@ KINDS = {
     'a positive number, or "auto"': [("train", "learning_rate")],
     "a positive number": [("train", "unfreeze_learning_rate_factor")],
     "a number of at least 0": [("train", "object_scale"), ("train", "no_object_scale"), ("train", "coord_scale"),
-                             ("train", "class_scale"), ("train", "weight_decay"), ("train", "momentum")],
+                             ("train", "class_scale"), ("train", "weight_decay")],
+    "a number from 0 to below 1": [("train", "momentum")],
     "a number from 0 to below 0.5 (the share of each side cropped or padded)": [("train", "jitter")],
     "a number from 0 to 1": [("train", "ignore_threshold"), ("train", "hue"),
                            ("valid", "score_threshold"), ("valid", "nms_threshold")],
@@ -73,6 +75,18 @@ KINDS = {
     "a JSON object": [("model", "backend_options")],
 }  # fmt: skip
 
+# Beyond these a value passes its kind's check but cannot be meant: it would allocate terabytes, start threads by
+# the billion, overflow the loss or diverge at once, and fail late and obscurely instead of here.
+MAXIMA = {
+    ("model", "max_box_per_image"): 10_000, ("model", "head_layers"): 16, ("model", "head_filters"): 8192,
+    ("train", "batch_size"): 65_536, ("train", "nb_epochs"): 100_000, ("train", "train_times"): 10_000,
+    ("train", "workers"): 1024, ("train", "seed"): 2**32 - 1, ("train", "learning_rate"): 1.0,
+    ("train", "unfreeze_learning_rate_factor"): 10.0, ("train", "weight_decay"): 1.0,
+    ("train", "object_scale"): 1000.0, ("train", "no_object_scale"): 1000.0, ("train", "coord_scale"): 1000.0,
+    ("train", "class_scale"): 1000.0, ("valid", "max_detections"): 100_000,
+}  # fmt: skip
+MAX_INPUT_SIDE = 4096
+
 CHOICES = {
     ("model", "input_channels"): (3, 1),
     ("train", "optimizer"): ("adam", "sgd"),
@@ -88,6 +102,8 @@ def as_hw(input_size, source="model.input_size"):
     if not (isinstance(sizes, list | tuple) and len(sizes) in (1, 2) and (len(sizes) == 1) == _whole(input_size)
             and all(_whole(s) and s > 0 and s % 32 == 0 for s in sizes)):  # fmt: skip
         raise ConfigError(f"{source} must be a positive multiple of 32 (or [height, width]), got {input_size!r}")
+    if max(sizes) > MAX_INPUT_SIDE:
+        raise ConfigError(f"{source} must be at most {MAX_INPUT_SIDE} a side, got {input_size!r}")
     return (int(sizes[0]), int(sizes[-1]))
 
 
@@ -100,9 +116,21 @@ def validate(config, source="config"):
     for (section, key), allowed in CHOICES.items():
         if section != "model" and config[section][key] not in allowed:
             raise ConfigError(f"{source}: {section}.{key} must be one of {allowed}, got {config[section][key]!r}")
+    check_maxima(config, source)
+    run_name = config["train"]["run_name"]
+    if "/" in run_name or "\\" in run_name or run_name in (".", ".."):
+        raise ConfigError(f"{source}: train.run_name must be a folder name inside train.runs_dir (no '/' or '..'), "
+                          f"got {run_name!r}")  # fmt: skip
     warmup = config["train"]["warmup_epochs"]
     if warmup is not None and not (_number(warmup) and warmup >= 0):
         raise ConfigError(f"{source}: train.warmup_epochs must be a number of at least 0 (or absent), got {warmup!r}")
+
+
+def check_maxima(config, source, sections=("train", "valid")):
+    for (section, key), most in MAXIMA.items():
+        value = config[section].get(key) if section in sections else None
+        if _number(value) and value > most:
+            raise ConfigError(f"{source}: {section}.{key} must be at most {most:g}, got {value!r}")
 
 
 def validate_model(model, source="config"):
@@ -130,3 +158,4 @@ def validate_model(model, source="config"):
     for (section, key), allowed in CHOICES.items():
         if section == "model":
             check(key, lambda v, allowed=allowed: v in allowed, f"one of {allowed}")
+    check_maxima({"model": model}, source, sections=("model",))

@@ -8,6 +8,7 @@ import io
 import os
 import sys
 import tempfile
+import warnings
 
 
 def quiet_native_logs():
@@ -26,3 +27,9 @@ def quiet_native_logs():
     sys.stderr = io.TextIOWrapper(io.FileIO(terminal, "w"), line_buffering=True, write_through=True,
                                   encoding=sys.stderr.encoding, errors="backslashreplace")  # fmt: skip
     return path
+
+
+def one_line_warnings():
+    """Warnings as "Warning: message" lines: a user needs what went wrong, not the line of this project (or of a
+    library) that noticed it."""
+    warnings.formatwarning = lambda message, category, *_, **__: f"Warning: {message}\n"

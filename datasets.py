@@ -134,15 +134,13 @@ def label_counts(instances):
     return counts
 
 
-def check_label_counts(labels, seen_labels, where):
+def check_label_counts(labels, seen_labels, where, other_labels=()):
     """A configured label that never occurs means a typo or the wrong dataset: stop early."""
     missing = [label for label in labels if seen_labels.get(label, 0) == 0]
     if missing:
-        counts = "\n".join(f"  {label}: {seen_labels.get(label, 0)}" for label in labels)
-        raise DatasetError(
-            f"{where}: no annotations for label(s) {missing}. Objects per configured label:\n{counts}\n"
-            f"Labels present in the data: {sorted(seen_labels) or 'none'}"
-        )
+        counts = ", ".join(f"{label} {seen_labels.get(label, 0)}" for label in labels)
+        others = f"; labels in the data not in model.labels: {', '.join(sorted(other_labels))}" if other_labels else ""
+        raise DatasetError(f"{where}: no annotations for model.labels {missing} (objects per label: {counts}{others})")
 
 
 def load_datasets(config):
@@ -176,7 +174,7 @@ def load_datasets(config):
         )
     if not train_set:
         raise DatasetError(f"No usable training images with labels {labels}.\n{reports['train'].summary()}")
-    check_label_counts(labels, label_counts(train_set), "training set")
+    check_label_counts(labels, label_counts(train_set), "training set", reports["train"].unknown_labels)
     if not valid_set:
         train_set, valid_set = split_train_valid(train_set, seed=train["seed"])
         print(f"No validation set configured: using a seeded 80/20 split ({len(train_set)} / {len(valid_set)} images).")

@@ -318,7 +318,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from console import quiet_native_logs
+    from console import one_line_warnings, quiet_native_logs
 
     quiet_native_logs()
+    one_line_warnings()
     main()

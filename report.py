@@ -18,8 +18,10 @@ SECTIONS = [
     ("Training", ["training_curves.png"]),
     ("What the network was fed: the first augmented batches with their targets", ["train_batch*.jpg"]),
     ("Validation: ground truth and detections on the same images", ["val_batch0_labels.jpg", "val_batch0_pred.jpg"]),
-    ("Scores against the threshold, and the confusion matrix", ["f1_curve.png", "p_curve.png", "r_curve.png",
-                                                                "confusion_matrix.png"]),  # fmt: skip
+    (
+        "Scores against the threshold, and the confusion matrix",
+        ["f1_curve.png", "p_curve.png", "r_curve.png", "confusion_matrix.png"],
+    ),  # fmt: skip
     ("Precision-recall", ["pr_curves/pr_all.png", "pr_curves/pr_*.png"]),
     ("Predictions", ["predictions/*.jpg"]),
 ]

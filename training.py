@@ -57,6 +57,7 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     """
     train_cfg = config["train"]
     train_set, valid_set, reports, figures = load_data(config)
+    check_batch_size(config, len(train_set))
     keras.utils.set_random_seed(train_cfg["seed"])  # same config, same initial weights
     yolo = YOLO.from_config(config, n_train_images=len(train_set), weights=train_cfg["pretrained_weights"] or None)
     note_warmup(loss_args(config, len(train_set))["warmup_images"], train_cfg, len(train_set))
@@ -144,6 +145,31 @@ def load_data(config):
     figures = {split: summarize(instances, model["labels"], as_hw(model["input_size"]), model["anchors"])
                for split, instances in (("train", train_set), ("valid", valid_set))}  # fmt: skip
     return train_set, valid_set, reports, figures
+
+
+def check_batch_size(config, n_train_images):
+    """Refuses a batch that cannot be meant, before allocating it: over 1000 times the training set (batches wrap
+    around the set, so a batch larger than it is allowed), or one whose input arrays alone need over half this
+    machine's memory."""
+    batch = config["train"]["batch_size"]
+    if batch > 1000 * n_train_images:
+        raise TrainingError(f"train.batch_size {batch:,} is over 1000 times the {n_train_images:,} training images; "
+                            "a batch of 16-64 is usual")  # fmt: skip
+    side_h, side_w = as_hw(config["model"]["input_size"])
+    if config["train"]["multi_scale"]:
+        side_h = side_w = max(config["train"]["multi_scale_sizes"])
+    needed = batch * side_h * side_w * config["model"]["input_channels"] * (1 + 4)  # uint8 images, float32 inputs
+    memory = physical_memory()
+    if memory and needed > memory / 2:
+        raise TrainingError(f"train.batch_size {batch:,} needs {needed / 2**30:,.1f} GiB for one batch of "
+                            f"{side_w}x{side_h} inputs; this machine has {memory / 2**30:.1f} GiB: lower it")  # fmt: skip
+
+
+def physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def check_weights(yolo, config):

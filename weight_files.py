@@ -56,12 +56,14 @@ def open_h5(path, what="weights file"):
     if not os.path.exists(path):
         raise WeightsError(f"{what[0].upper() + what[1:]} not found: {path}")
     if os.path.isdir(path):
-        raise WeightsError(f"{path} is a folder, not a {what}")
+        raise WeightsError(f"{path} is not a {what} (it is a folder)")
+    if os.path.getsize(path) == 0:
+        raise WeightsError(f"{path} is not a {what} (it is empty: zero bytes)")
     try:
         return h5py.File(path, "r")
     except OSError as e:
         reason = str(e).split("(", 1)[-1].rstrip(")") if "(" in str(e) else str(e)
-        raise WeightsError(f"{path}: not a readable HDF5 {what} ({reason})") from None
+        raise WeightsError(f"{path} is not a {what} (not readable HDF5: {reason})") from None
 
 
 def h5_layer_name(name):
@@ -173,11 +175,11 @@ def load_pretrained_backend(backend, model, backend_weights):
         return None, []
     path = backend_weights or backend.default_weights_path()
     if not os.path.exists(path):
-        message = f"{backend.name}: no backend weights at {path}; the backend is randomly initialised."
-        if backend_weights:  # a file the config names is missing: a real problem
-            warnings.warn(message, stacklevel=4)
-        else:  # the backend's own file is absent, as in the demo: expected, said once
-            print(f"Note: {message}")
+        if backend_weights:  # a file the config names is missing: refused, rather than training on random weights
+            raise WeightsError(f"model.backend_weights: {path} not found (\"\" uses weights/{backend.weights_file} "
+                               'when present; "none" trains from scratch; python main.py weights lists downloads)')  # fmt: skip
+        # the backend's own file is absent, as in the demo: expected, said once
+        print(f"Note: {backend.name}: no backend weights at {path}; the backend is randomly initialised.")
         return None, []
     return path, load_backend_weights(model, path, backend.normalization())
 

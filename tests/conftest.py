@@ -44,6 +44,7 @@ def _demo_like_config(folder, train_count=8, valid_count=4, **train):
             "max_box_per_image": 6,
             "labels": ["ellipse", "rectangle", "triangle"],
             "freeze_backend": False,
+            "head_layers": 0,
         },
         "train": {
             "train_image_folder": str(data / "train" / "images"),

@@ -11,6 +11,8 @@ import warnings
 import pytest
 from conftest import ENV, ROOT
 
+from errors import UserError
+
 NATIVE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d|WARNING: All log messages before absl)")
 
 
@@ -34,7 +36,7 @@ def test_native_lines_go_to_a_log_and_python_errors_stay():
         assert log.strip() and NATIVE.search(log.splitlines()[0])
 
 
-def test_a_missing_default_backend_file_is_a_note_and_a_named_one_a_warning(tmp_path, capsys):
+def test_a_missing_default_backend_file_is_a_note_and_a_named_one_an_error(tmp_path, capsys):
     from frontend import YOLO
 
     if os.path.exists(os.path.join(ROOT, "weights", "mobilenet_backend.h5")):
@@ -45,7 +47,7 @@ def test_a_missing_default_backend_file_is_a_note_and_a_named_one_a_warning(tmp_
         warnings.simplefilter("error")
         YOLO(**args, backend_weights="")  # weights/mobilenet_backend.h5 is absent here, as in the demo
     assert "Note: MobileNet: no backend weights at" in capsys.readouterr().out
-    with pytest.warns(UserWarning, match="no backend weights at .*named.h5"):
+    with pytest.raises(UserError, match=r"model.backend_weights: .*named.h5 not found"):
         YOLO(**args, backend_weights=str(tmp_path / "named.h5"))
 
 

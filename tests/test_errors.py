@@ -104,7 +104,7 @@ def test_a_label_with_no_annotations_exits_2(tmp_path, capsys, demo_like_config)
     config["model"]["labels"] = ["ellipse", "dog"]
     (tmp_path / "dog.json").write_text(json.dumps(config))
     err = expect_user_error(["--config", str(tmp_path / "dog.json")], capsys)
-    assert "no annotations for label(s) ['dog']" in err and "dog: 0" in err
+    assert "no annotations for model.labels ['dog']" in err and "dog 0" in err and "rectangle, triangle" in err
 
 
 @pytest.mark.parametrize(
@@ -157,7 +157,7 @@ def test_a_truncated_resume_file_exits_2(tmp_path, capsys, demo_like_config):
     (run / "config.json").write_text(json.dumps(config))
     (run / "resume.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     err = expect_user_error(["--resume", str(run)], capsys)
-    assert "resume.h5: not a readable HDF5 resume file" in err
+    assert "resume.h5 is not a resume file (not readable HDF5" in err
 
 
 def test_user_errors_share_one_base_class():

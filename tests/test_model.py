@@ -228,7 +228,7 @@ def test_training_graph_with_hack_layer_saves_and_loads(tmp_path):
 def test_corrupt_backend_weights_file_is_a_clear_error(tmp_path):
     path = tmp_path / "tiny_yolo_backend.h5"
     path.write_bytes(b"this is not HDF5")
-    with pytest.raises(UserError, match=r"tiny_yolo_backend\.h5: not a readable HDF5 weights file"):
+    with pytest.raises(UserError, match=r"tiny_yolo_backend\.h5 is not a weights file \(not readable HDF5"):
         tiny_detector(backend_weights=str(path))
 
 

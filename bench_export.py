@@ -33,8 +33,8 @@ def run_export_bench(yolo, config, weights, out_dir, repeats=10, batch=32, varia
     images = network_inputs(yolo, readable([i["filename"] for i in (valid_set or train_set)[:batch]]))
 
     def map_of(detector):
-        detections = predict_instances(detector, valid_set, config, progress=False)
-        return evaluate_detections(valid_set, detections, yolo.labels, "voc", settings["score_threshold"])["map"]
+        instances, detections = predict_instances(detector, valid_set, config, progress=False)
+        return evaluate_detections(instances, detections, yolo.labels, "voc", settings["score_threshold"])["map"]
 
     def rates(run):
         return images_per_second(lambda: run(images[:1]), 1, repeats), images_per_second(

@@ -19,10 +19,10 @@ import json
 import os
 
 import yaml
-from PIL import Image
 from tqdm import tqdm
 
 from errors import UserError
+from image_frames import fit_to_image, image_header
 from images import IMAGE_EXTENSIONS
 from preprocessing import PROGRESS_FROM, ParseReport, clip_objects
 
@@ -143,15 +143,6 @@ def label_file(image_path):
     return stem + ".txt"
 
 
-def image_size(path):
-    """(width, height) from the file header, without decoding the pixels; None when unreadable."""
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, ValueError):
-        return None
-
-
 def read_yolo_image(image_path, names, labels, report):
     """One image and its label file -> an instance, or None (no usable objects, unreadable image)."""
     report.files += 1
@@ -162,16 +153,16 @@ def read_yolo_image(image_path, names, labels, report):
     if not os.path.exists(path):
         report.unlabelled_images += 1
         return None
-    size = image_size(image_path)
-    if size is None:
-        report.skipped_files.append((image_path, "unreadable image"))
+    header, problem = image_header(image_path)
+    if header is None:
+        report.skipped_files.append((image_path, problem))
         return None
     with open(path, errors="replace") as f:
         lines = [(k, line.split()) for k, line in enumerate(f, 1) if line.strip()]
     if not lines:
         report.empty_label_files += 1
         return None
-    (width, height), objects = size, []
+    (width, height), objects = header[:2], []  # YOLO labels are fractions of the image as decoded (EXIF applied)
     for k, fields in lines:
         box = yolo_box(fields, len(names))
         if isinstance(box, str):
@@ -215,7 +206,9 @@ def read_coco(path, labels, report, image_folder=""):
             report.unlabelled_images += 1
         elif not os.path.exists(instance["filename"]):
             report.skipped_files.append((instance["filename"], f"image of {path} not found"))
-        elif clip_objects(instance, report)["object"]:
+        elif (header := image_header(instance["filename"]))[0] is None:
+            report.skipped_files.append((instance["filename"], header[1]))
+        elif clip_objects(fit_to_image(instance, header[0], report, instance["filename"]), report)["object"]:
             instances.append(instance)
     return instances, [names[k] for k in sorted(names)]
 

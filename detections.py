@@ -20,7 +20,6 @@ from images import decode_image
 from utils import corners_to_voc, voc_to_corners
 
 RECORD_KEYS = ("label", "score", "xmin", "ymin", "xmax", "ymax")
-NO_DETECTIONS = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
 
 
 class DetectionsFileError(UserError):

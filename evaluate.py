@@ -16,9 +16,10 @@ from config import detection_args
 from confusion import confusion_matrix, confusion_summary, plot_confusion_matrix
 from dataset_formats import read_coco_ground_truth
 from datasets import load_datasets
-from detections import NO_DETECTIONS, detect_files, image_key, load_detections_file, records_to_detections
+from detections import detect_files, image_key, load_detections_file, records_to_detections
 from errors import UserError
-from images import IMAGE_EXTENSIONS, decode_image
+from image_frames import fit_to_image, image_header
+from images import IMAGE_EXTENSIONS, decode_image, notice_file
 from metrics import COCO_IOU_THRESHOLDS, average_precision, coco_average_precision
 from preprocessing import ParseReport, clip_objects, parse_voc_xml
 from threshold_curves import plot_threshold_curves, threshold_curves
@@ -36,13 +37,19 @@ class EvaluationError(UserError):
 
 
 def predict_instances(yolo, instances, config, progress=True, cache=None):
-    """-> per instance (boxes in original pixels, scores, class ids) at the AP score floor, with the
-    config's NMS. Unreadable images give no boxes. With a `cache` (image_cache.ImageCache) nothing is decoded
-    twice."""
+    """-> (the instances whose image decodes, their detections: boxes in original pixels, scores, class ids) at
+    the AP score floor, with the config's NMS. An image that does not decode is left out, named once, so its
+    objects do not count as misses. With a `cache` (image_cache.ImageCache) nothing is decoded twice."""
     paths = [instance["filename"] for instance in instances]
     read = cache.read if cache is not None else decode_image
     found = detect_files(yolo, paths, detection_args(config, AP_SCORE_FLOOR), progress=progress, read=read)
-    return [NO_DETECTIONS if detection is None else detection for _, _, detection in found]
+    kept = []
+    for instance, (_, _, detection) in zip(instances, found):
+        if detection is None:
+            notice_file(instance["filename"], "does not decode: left out of the evaluation")
+        else:
+            kept.append((instance, detection))
+    return [k[0] for k in kept], [k[1] for k in kept]
 
 
 def evaluate_detections(instances, detections, labels, metric, score_threshold, iou_threshold=VOC_IOU_THRESHOLD):
@@ -203,7 +210,7 @@ def evaluate_model(yolo, config, out_dir, metric):
     """`main.py evaluate -w`: a detector with its weights loaded, on the config's validation set."""
     _, valid_set, _ = load_datasets(config)
     print(f"Evaluating on {len(valid_set)} validation images.")
-    detections = predict_instances(yolo, valid_set, config)
+    valid_set, detections = predict_instances(yolo, valid_set, config)
     return report_evaluation(valid_set, detections, yolo.labels, out_dir, metric, config["valid"]["score_threshold"])
 
 
@@ -266,7 +273,12 @@ def load_ground_truth(ann_dir, images=None):
         instance = parse_voc_xml(path, report=report)
         if instance is None:
             continue
-        if instance["width"] <= 0 or instance["height"] <= 0:  # no <size>: cannot clip, keep the boxes as they are
+        header = (
+            image_header(os.path.join(images, instance["filename"]))[0] if images and os.path.isdir(images) else None
+        )
+        if header:  # the image is here: score in the frame a detector decodes it in, as training does
+            fit_to_image(instance, header, report, os.path.join(images, instance["filename"]))
+        elif instance["width"] <= 0 or instance["height"] <= 0:  # no <size>: cannot clip, keep the boxes as they are
             instance["width"] = instance["height"] = math.inf
         instance["image"] = key
         instances.append(clip_objects(instance, report))
@@ -300,7 +312,7 @@ def restrict(instances, images, source):
 
 
 class MapEvaluation(keras.callbacks.Callback):
-    """Validation mAP@0.5 every `every` epochs (and on the first and last epoch of each fit) as
+    """Validation mAP@0.5 every `every` epochs (and on the run's first epoch and the last epoch of each fit) as
     logs["val_map50"], so the progress bar, CSV log, TensorBoard and the best-by-mAP checkpoint see it.
 
     Placed before the callbacks that read it. On epochs in between the key is absent, which the CSV log
@@ -311,19 +323,13 @@ class MapEvaluation(keras.callbacks.Callback):
         super().__init__()
         self.yolo, self.instances, self.config, self.cache = yolo, instances, config, cache
         self.every = config["valid"]["map_every"]
-        self.first_epoch = None
-
-    def on_train_begin(self, logs=None):
-        self.first_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.first_epoch is None:
-            # the CSV log fixes its columns on the first epoch it sees, so that one is always evaluated
-            self.first_epoch = epoch
+        # the run's first epoch, every `every`-th, and each fit's last: the same epochs however often it resumed
         last = epoch + 1 == self.params.get("epochs")
-        if logs is None or not (epoch == self.first_epoch or last or (epoch + 1) % self.every == 0):
+        if logs is None or not (epoch == 0 or last or (epoch + 1) % self.every == 0):
             return
-        detections = predict_instances(self.yolo, self.instances, self.config, cache=self.cache)
+        instances, detections = predict_instances(self.yolo, self.instances, self.config, cache=self.cache)
         score_threshold = self.config["valid"]["score_threshold"]
-        results = evaluate_detections(self.instances, detections, self.yolo.labels, "voc", score_threshold)
+        results = evaluate_detections(instances, detections, self.yolo.labels, "voc", score_threshold)
         logs["val_map50"] = results["map"]

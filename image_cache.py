@@ -53,6 +53,10 @@ class ImageCache:
         image = self[path] if path in self.entries else decode_image(path)
         return decode_image(path) if image is not None and max(image.shape[:2]) >= MAX_SIDE else image
 
+    def unreadable(self):
+        """The paths that did not decode when the cache was built."""
+        return {path for path, (_, shape) in self.entries.items() if not shape[0]}
+
     def nbytes(self):
         return 0 if self.pixels is None else self.pixels.size
 

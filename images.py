@@ -2,6 +2,7 @@
 conversion announced once (what training, evaluation and prediction all read images through)."""
 
 import os
+import stat
 import sys
 
 import cv2
@@ -21,15 +22,60 @@ def decode_image(path):
 
     OpenCV's colour decoding (which applies EXIF orientation) replicates gray into three channels,
     drops an alpha channel, as darknet's loader does, and keeps the top 8 bits of 16-bit pixels;
-    PNG headers are read to say so once per kind.
+    PNG headers are read to say so once per kind. The bytes are read by Python and decoded from memory:
+    cv2.imread crashes the process on a file name that is not valid UTF-8 (a Latin-1 name on Linux).
     """
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    data = read_image_file(path)
+    if data is None:
+        return None
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         return None
+    if data[:2] == JPEG_START and data.rstrip(b"\0")[-2:] != JPEG_END:
+        notice_file(path, "is truncated (no JPEG end marker): its missing part decodes grey")
     # headers are read until both notices were given
-    if path.lower().endswith(".png") and not {"16-bit", "alpha"} <= _notices:
-        _note_png_conversions(path)
+    if data.startswith(PNG_SIGNATURE) and not {"16-bit", "alpha"} <= _notices:
+        _note_png_conversions(path, data[:26])
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_image_file(path):
+    """The file's bytes, or None (with a notice) for what is not a readable regular file: a FIFO or a device
+    would block or never end."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            notice_file(path, "is not a regular file (a FIFO, device or folder): skipped")
+            return None
+        with open(path, "rb") as f:
+            return f.read() or None
+    except OSError:
+        return None
+
+
+def write_image(path, rgb):
+    """Writes an RGB uint8 image (the format from the name's extension), for any file name the system allows."""
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1] or ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ImageError(f"cannot encode an image for {printable(path)}")
+    with open(path, "wb") as f:
+        f.write(encoded.tobytes())
+    return path
+
+
+def printable(path):
+    """A file name as text a terminal can show: bytes that are not UTF-8 as \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+JPEG_START, JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_noticed_files = set()
+
+
+def notice_file(path, problem):
+    """One line on stderr per file and problem (an epoch re-reads every image)."""
+    if (path, problem) not in _noticed_files:
+        _noticed_files.add((path, problem))
+        print(f"Note: {printable(path)} {problem}", file=sys.stderr, flush=True)
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -45,16 +91,16 @@ def notice_once(kind, message):
         print(f"Note: {message} (further such images are converted without a note)", file=sys.stderr, flush=True)
 
 
-def _note_png_conversions(path):
-    with open(path, "rb") as f:
-        header = f.read(26)
+def _note_png_conversions(path, header):
     if len(header) < 26 or not header.startswith(PNG_SIGNATURE):
         return
     bit_depth, colour_type = header[24], header[25]
     if bit_depth == 16:
-        notice_once("16-bit", f"{path} has 16-bit pixels; they are scaled to 8 bits (value / 256)")
+        notice_once("16-bit", f"{printable(path)} has 16-bit pixels; they are scaled to 8 bits (value / 256)")
     if colour_type in PNG_ALPHA_TYPES:
-        notice_once("alpha", f"{path} has an alpha channel; it is dropped (transparent pixels keep their colour)")
+        notice_once(
+            "alpha", f"{printable(path)} has an alpha channel; it is dropped (transparent pixels keep their colour)"
+        )
 
 
 def to_rgb_uint8(image, source="image"):

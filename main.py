@@ -33,12 +33,17 @@ def fail(message, code=2):
 
 
 def resolve_config(args):
-    from config import DEFAULTS, apply_overrides, build_config, load_config
+    from config import DEFAULTS, FLAGS, apply_overrides, build_config, load_config
     from runs import latest_run_dir
 
     if args.command == "evaluate" and args.detections:  # scores a file: no detector, so no config file needed
         return apply_overrides(build_config({}), args), None
     if args.resume:
+        changed = [f"--{flag}" for flags in FLAGS.values() for flag in flags if flag != "epochs"
+                   and getattr(args, flag, None) is not None]  # fmt: skip
+        if changed:
+            fail(f"--resume continues a run as it was configured; only --epochs may change, not "
+                 f"{', '.join(changed)} (start a new run for other settings)")  # fmt: skip
         run_dir = args.resume
         if run_dir == "latest":
             runs_dir = load_config(args.config)["train"]["runs_dir"] if os.path.exists(args.config) else None
@@ -46,8 +51,8 @@ def resolve_config(args):
             run_dir = latest_run_dir(runs_dir)
             if run_dir is None:
                 fail(f"--resume: no interrupted run (a folder with resume.h5) under {runs_dir}/")
-        if not os.path.exists(os.path.join(run_dir, "resume.h5")):
-            fail(f"--resume: {run_dir} has no resume.h5 (it finished no epoch, or is not a run folder)")
+        if not os.path.exists(os.path.join(run_dir, "config.json")):
+            fail(f"--resume: {run_dir} is not a run folder (it has no config.json)")
         config = load_config(os.path.join(run_dir, "config.json"))
         if args.epochs:  # the one setting a resumed run may change: train longer
             config["train"]["nb_epochs"] = args.epochs
@@ -110,9 +115,13 @@ def predict_command(args, config):
 
     if not args.input:
         fail("predict needs -i <image, folder, video file or webcam index>")
+    if args.json and os.path.isdir(args.json):
+        fail(f"--json {args.json} is a folder: name the file to write (e.g. {os.path.join(args.json, 'dets.json')})")
     yolo = load_detector(args, config)
     out = output_dir(args, config, "predict")
     json_path = (args.json or os.path.join(out, "detections.json")) if args.json is not None else None
+    if json_path and os.path.dirname(json_path):
+        os.makedirs(os.path.dirname(json_path), exist_ok=True)
     threshold = None if args.score_threshold is not None else best_f1_threshold(args.weights)
     return run_prediction(yolo, args.input, out, detection_args(config, threshold), json_path, args.max_frames)
 
@@ -306,6 +315,8 @@ def main(argv=None):
             args.config = os.path.join(run_dir, "config.json") if run_dir else "config.json"
         if args.what and args.command not in ("weights", "data"):
             fail(f"unexpected argument(s) {' '.join(args.what)!r} for {args.command}")
+        if args.command in ("evaluate", "predict", "data") and args.output and os.path.isfile(args.output):
+            fail(f"--output {args.output} is a file: name a folder (it is created when missing)")
         config, run_dir = resolve_config(args)
         commands = {"anchors": anchors_command, "evaluate": evaluate_command, "predict": predict_command,
                     "convert": convert_command, "weights": weights_command, "data": data_command,

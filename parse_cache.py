@@ -14,7 +14,7 @@ from image_cache import fingerprint
 from preprocessing import ParseReport
 from weight_files import atomic_write
 
-VERSION = 1  # bump when a parser's output changes
+VERSION = 2  # bump when a parser's output changes
 
 
 def cached_parse(cache_dir, files, settings, parse, report):

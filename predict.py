@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from detections import detect_files, detection_records
 from errors import UserError
-from images import IMAGE_EXTENSIONS
+from images import IMAGE_EXTENSIONS, printable, write_image
 from utils import draw_boxes
 from weight_files import atomic_write
 
@@ -88,10 +88,12 @@ def predict_images(yolo, paths, out_dir, detection_args):
             unreadable.append(path)
             continue
         name = os.path.basename(path)
-        write_image(draw_boxes(image, *detection, yolo.labels), os.path.join(out_dir, name))
+        write_image(
+            os.path.join(out_dir, os.path.splitext(name)[0] + ".jpg"), draw_boxes(image, *detection, yolo.labels)
+        )
         records += detection_records(name, detection, yolo.labels)
     if unreadable:
-        print(f"Skipped {len(unreadable)} unreadable image(s): {', '.join(unreadable[:5])}")
+        print(f"Skipped {len(unreadable)} unreadable image(s): {', '.join(map(printable, unreadable[:5]))}")
     print(f"{len(records)} detections in {len(paths) - len(unreadable)} image(s).")
     if not records:
         highest = max_score(yolo, paths[:32])
@@ -106,10 +108,6 @@ def max_score(yolo, paths):
     found = detect_files(yolo, paths, {"score_threshold": 0.0, "nms_threshold": 0.45, "max_detections": 1},
                          progress=False)  # fmt: skip
     return max((float(d[1].max()) for _, _, d in found if d is not None and len(d[1])), default=0.0)
-
-
-def write_image(rgb, path):
-    cv2.imwrite(os.path.splitext(path)[0] + ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def predict_stream(yolo, capture, name, out_dir, detection_args, live=False, show=False, max_frames=None):
@@ -145,7 +143,7 @@ def predict_stream(yolo, capture, name, out_dir, detection_args, live=False, sho
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                     break
             else:
-                cv2.imwrite(os.path.join(frames_dir, f"frame_{frame_number:06d}.jpg"), drawn)
+                write_image(os.path.join(frames_dir, f"frame_{frame_number:06d}.jpg"), drawn[..., ::-1])
             frame_number += 1
             progress.update()
     except KeyboardInterrupt:

@@ -7,16 +7,17 @@ as float arrays (N, 4) of xmin, ymin, xmax, ymax: VOC pixels in the parsed objec
 corners from instance_boxes on (utils.voc_to_corners), normalised to 0..1 after the warp.
 """
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from dataclasses import dataclass, field, replace
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from images import IMAGE_EXTENSIONS
+from image_frames import fit_to_image, image_header
+from images import IMAGE_EXTENSIONS, printable
 from utils import shape_iou, voc_to_corners
 
 PROGRESS_FROM = 2000  # files: a first parse this long shows a progress bar (parse_cache keeps later runs short)
@@ -35,12 +36,18 @@ class ParseReport:
     bad_lines: list = field(default_factory=list)  # (file:line, reason) of YOLO / COCO labels
     unlabelled_images: int = 0  # no object of the labels (or no label file): background images, not trained on
     empty_label_files: int = 0
+    swapped_boxes: int = 0  # xmin > xmax or ymin > ymax: the corners swapped
+    duplicate_objects: int = 0  # the same label and box twice in one image: kept once
+    bad_boxes: list = field(default_factory=list)  # (path, reason): a box that is not numbers, skipped
+    turned_images: list = field(default_factory=list)  # (path, how): boxes moved into the decoded image's frame
+    path_filenames: int = 0  # an absolute <filename> or one with "..": read as its base name in the image folder
+    unannotated_images: int = 0  # images in a folder pair's image folder that no annotation names
 
     def summary(self):
         lines = [f"{self.files} annotation files read"]
         if self.skipped_files:
             lines.append(f"{len(self.skipped_files)} skipped:")
-            lines += [f"  {path}: {reason}" for path, reason in self.skipped_files[:10]]
+            lines += [f"  {printable(path)}: {reason}" for path, reason in self.skipped_files[:10]]
             if len(self.skipped_files) > 10:
                 lines.append(f"  ... and {len(self.skipped_files) - 10} more")
         if self.clipped_boxes:
@@ -57,6 +64,23 @@ class ParseReport:
             lines += [f"  {where}: {reason}" for where, reason in self.bad_lines[:10]]
             if len(self.bad_lines) > 10:
                 lines.append(f"  ... and {len(self.bad_lines) - 10} more")
+        for what, entries in (
+            ("boxes skipped (not finite numbers)", self.bad_boxes),
+            ("images whose boxes were moved into the decoded image's frame", self.turned_images),
+        ):
+            if entries:
+                lines.append(f"{len(entries)} {what}:")
+                lines += [f"  {printable(path)}: {reason}" for path, reason in entries[:10]]
+                if len(entries) > 10:
+                    lines.append(f"  ... and {len(entries) - 10} more")
+        for count, what in (
+            (self.swapped_boxes, "boxes had their corners swapped (xmin > xmax or ymin > ymax)"),
+            (self.duplicate_objects, "duplicate objects (same label and box in one image) dropped"),
+            (self.path_filenames, "<filename>s held folders: read as base names in the image folder"),
+            (self.unannotated_images, "images in the image folder have no annotation (not trained on)"),
+        ):
+            if count:
+                lines.append(f"{count} {what}")
         if self.unlabelled_images or self.empty_label_files:
             empty = f" ({self.empty_label_files} with an empty label file)" if self.empty_label_files else ""
             lines.append(f"{self.unlabelled_images + self.empty_label_files} images without objects of the configured "
@@ -97,8 +121,15 @@ def parse_voc_xml(path, labels=None, report=None):
         except (AttributeError, TypeError, ValueError):
             report.skipped_files.append((path, f"object {name!r} has no valid <bndbox>; object skipped"))
             continue
+        if not all(math.isfinite(c) for c in coords):
+            report.bad_boxes.append((path, f"object {name!r} has the box {coords}"))
+            continue
         difficult = (obj.findtext("difficult") or "0").strip() == "1"
-        objects.append({"name": name, "difficult": difficult, "box": coords})
+        obj_record = {"name": name, "difficult": difficult, "box": coords}
+        if obj_record in objects:
+            report.duplicate_objects += 1
+            continue
+        objects.append(obj_record)
     return {"filename": filename, "width": width, "height": height, "object": objects}
 
 
@@ -108,10 +139,9 @@ def clip_objects(instance, report):
     kept = []
     for obj in instance["object"]:
         xmin, ymin, xmax, ymax = obj.pop("box")
-        if xmin > xmax:
-            xmin, xmax = xmax, xmin
-        if ymin > ymax:
-            ymin, ymax = ymax, ymin
+        if xmin > xmax or ymin > ymax:
+            report.swapped_boxes += 1
+            xmin, xmax, ymin, ymax = min(xmin, xmax), max(xmin, xmax), min(ymin, ymax), max(ymin, ymax)
         clipped = [
             min(max(xmin, 1), width),
             min(max(ymin, 1), height),
@@ -150,32 +180,41 @@ def parse_annotation(ann_dir, img_dir, labels=(), ann_files=None, report=None):
     with at least one such object. Problems are counted in `report`, never raised.
     """
     report = report if report is not None else ParseReport()
-    if ann_files is None:
+    folder_pair = ann_files is None  # then every image in img_dir should have its annotation
+    if folder_pair:
         ann_files = sorted(f for f in os.listdir(ann_dir) if f.endswith(".xml"))
-    instances, seen = [], Counter()
+    instances, seen, referenced = [], Counter(), set()
     for ann in tqdm(ann_files, desc="parsing annotations", unit="file", leave=False,
                     disable=True if len(ann_files) < PROGRESS_FROM else None):  # fmt: skip
         path = os.path.join(ann_dir, ann)
         instance = parse_voc_xml(path, labels, report)
         if instance is None:
             continue
+        name = instance["filename"].replace("\\", "/")
+        if os.path.isabs(name) or ".." in name.split("/"):  # keras-yolo2 joined it to img_dir, reaching outside
+            report.path_filenames += 1
+            instance["filename"] = os.path.basename(name)
         image_path = find_image(img_dir, instance["filename"])
+        referenced.add(os.path.normpath(image_path or ""))
         if image_path is None:
             report.skipped_files.append((path, f"image {instance['filename']} not found in {img_dir}"))
             continue
         instance["filename"] = image_path
-        if instance["width"] <= 0 or instance["height"] <= 0:
-            image = cv2.imread(image_path)
-            if image is None:
-                report.skipped_files.append((path, f"no <size> and {image_path} is unreadable"))
-                continue
-            instance["height"], instance["width"] = image.shape[:2]
+        header, problem = image_header(image_path)
+        if header is None:
+            report.skipped_files.append((path, f"its image {printable(image_path)} {problem}"))
+            continue
+        fit_to_image(instance, header, report, image_path)
         clip_objects(instance, report)
         if instance["object"]:
             instances.append(instance)
             seen.update(obj["name"] for obj in instance["object"])
         else:
             report.unlabelled_images += 1
+    if folder_pair and os.path.isdir(img_dir):
+        report.unannotated_images += sum(f.lower().endswith(IMAGE_EXTENSIONS) and
+                                         os.path.normpath(os.path.join(img_dir, f)) not in referenced
+                                         for f in os.listdir(img_dir))  # fmt: skip
     return instances, dict(seen)
 
 

@@ -7,7 +7,7 @@ import os
 import cv2
 import numpy as np
 
-from images import decode_image
+from images import decode_image, write_image
 from utils import draw_boxes, voc_to_corners
 
 TILE = 256  # px: the side each validation image is resized to in its mosaic
@@ -63,5 +63,5 @@ def write_mosaic(tiles, path, columns):
     """RGB tiles of one size, `columns` a row (the last row padded black), written as a JPEG -> path."""
     tiles = tiles + [np.zeros_like(tiles[0])] * (-len(tiles) % columns)
     rows = [np.concatenate(tiles[r : r + columns], axis=1) for r in range(0, len(tiles), columns)]
-    cv2.imwrite(path, cv2.cvtColor(np.concatenate(rows, axis=0), cv2.COLOR_RGB2BGR))
+    write_image(path, np.concatenate(rows, axis=0))
     return path

@@ -19,6 +19,14 @@ class RunError(UserError):
     pass
 
 
+class NonFiniteLoss(Exception):
+    """The loss (or, at an epoch's end, a weight) stopped being finite: stages.fit_stages restarts or gives up."""
+
+    def __init__(self, what, where):
+        super().__init__(f"{what} at {where}")
+        self.what, self.where = what, where
+
+
 def new_run_dir(runs_dir, name):
     """runs/<name>, runs/<name>2, ... (never reuses a folder)."""
     os.makedirs(runs_dir, exist_ok=True)
@@ -34,9 +42,14 @@ def latest_run_dir(runs_dir):
     return max(candidates, key=os.path.getmtime) if candidates else None
 
 
-def save_resume_state(path, model, epoch, best):
-    """Model and optimizer variables plus the epoch, in one file written atomically."""
-    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+RESUME, PREVIOUS_RESUME = "resume.h5", "resume.prev.h5"
+
+
+def save_resume_state(run_dir, model, epoch, best):
+    """Model and optimizer variables plus the epoch, in one file written atomically; the file it replaces stays
+    as resume.prev.h5, the fallback when a resume.h5 is found damaged."""
+    path = os.path.join(run_dir, RESUME)
+    with atomic_write(path, keep_previous=os.path.join(run_dir, PREVIOUS_RESUME)) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["epoch"] = epoch
         f.attrs["best"] = best
         for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
@@ -45,18 +58,35 @@ def save_resume_state(path, model, epoch, best):
                 g.create_dataset(str(i), data=ops.convert_to_numpy(v))
 
 
-def read_resume_epoch(path):
-    """-> (epoch to start from, best monitored value) from a resume file."""
-    with open_h5(path, "resume file") as f:
-        return int(f.attrs["epoch"]), float(f.attrs["best"])
+def resume_file(run_dir):
+    """-> (the resume file to continue from, its epoch, its best monitored value), or (None, 0, None) when the run
+    finished no epoch: resume.h5, or resume.prev.h5 (said so) when resume.h5 is missing or unreadable."""
+    problem = None
+    for name in (RESUME, PREVIOUS_RESUME):
+        path = os.path.join(run_dir, name)
+        if not os.path.exists(path):
+            continue
+        try:
+            with open_h5(path, "resume file") as f:
+                epoch, best = int(f.attrs["epoch"]), float(f.attrs["best"])
+        except (UserError, KeyError, OSError) as e:
+            problem = f"{path} is unreadable ({e})"
+            continue
+        if problem:
+            print(f"Warning: {problem}; continuing from {path} (epoch {epoch}).")
+        return path, epoch, best
+    if problem:
+        raise RunError(f"{problem} and there is no readable {PREVIOUS_RESUME} beside it")
+    return None, 0, None
 
 
-def load_resume_state(path, model):
-    """Restores the model and optimizer variables save_resume_state wrote."""
+def load_resume_state(path, model, optimizer=True):
+    """Restores the model (and optimizer) variables save_resume_state wrote."""
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
+    groups = [("model", model.weights)] + ([("optimizer", model.optimizer.variables)] if optimizer else [])
     with open_h5(path, "resume file") as f:
-        for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
+        for group, variables in groups:
             g = f[group]
             if len(g) != len(variables):
                 raise RunError(f"{path} was written for a different model ({len(g)} vs {len(variables)} variables)")
@@ -81,7 +111,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         if value is not None and not math.isnan(value) and self.sign * value < self.sign * self.best:
             self.best = float(value)
             save_detector(self.yolo, os.path.join(self.run_dir, "best.weights.h5"))
-        save_resume_state(os.path.join(self.run_dir, "resume.h5"), self.model, epoch + 1, self.best)
+        save_resume_state(self.run_dir, self.model, epoch + 1, self.best)
 
 
 def plot_training_curves(csv_path, png_path):
@@ -120,11 +150,33 @@ def plot_training_curves(csv_path, png_path):
     return png_path
 
 
-class EpochLog(keras.callbacks.CSVLogger):
-    """history.csv with epochs counted from 1, as the progress bar and the end-of-run line count them."""
+class EpochLog(keras.callbacks.Callback):
+    """history.csv: one row per finished epoch (counted from 1, as the progress bar counts), the whole file
+    rewritten atomically each epoch, so a kill leaves the previous or the new version, never half a row. Columns
+    are every key any epoch logged ("NA" where an epoch has none, as the mAP on epochs it is not computed).
+    Resuming at `resume_epoch` drops the rows of later epochs: a kill after the row but before resume.h5 would
+    otherwise log that epoch twice."""
+
+    def __init__(self, path, resume_epoch=0):
+        super().__init__()
+        self.path = path
+        self.rows = [r for r in read_history(path) if r["epoch"].isdigit() and int(r["epoch"]) <= resume_epoch]
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch + 1, logs)
+        self.rows.append({"epoch": str(epoch + 1), **{k: repr(float(v)) for k, v in (logs or {}).items()}})
+        keys = sorted({k for row in self.rows for k in row} - {"epoch"})
+        with atomic_write(self.path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, ["epoch", *keys], restval="NA")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def read_history(csv_path):
+    try:
+        with open(csv_path, newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
 
 
 def best_epoch(csv_path):

@@ -8,46 +8,26 @@ import os
 import shutil
 import time
 
-import cv2
 import keras
 from keras import ops
 
 from batches import BatchGenerator
-from config import compile_args, generator_args, loss_args, optimizer_args
+from config import generator_args, loss_args
 from config_checks import as_hw
 from data_check import summarize
 from datasets import load_datasets
-from errors import UserError
-from evaluate import MapEvaluation, format_table, predict_instances, report_evaluation
+from evaluate import format_table, predict_instances, report_evaluation
 from frontend import YOLO
 from image_cache import open_cache
-from images import decode_image
-from optimizer import make_optimizer
+from images import decode_image, printable, write_image
 from preprocessing import TargetLayout
 from previews import write_batch_previews, write_validation_mosaics
 from report import write_report
 from run_summary import end_rows, format_block, start_rows
-from runs import (
-    EpochLog,
-    RunCheckpoint,
-    best_epoch,
-    load_resume_state,
-    new_run_dir,
-    plot_training_curves,
-    read_resume_epoch,
-    record_best_epoch,
-)
-from tf_data import fit_data
+from runs import best_epoch, new_run_dir, plot_training_curves, record_best_epoch, resume_file
+from stages import TrainingError, fit_stages
 from utils import draw_boxes
 from weight_files import FROM_SCRATCH, atomic_write
-
-
-class TrainingError(UserError):
-    """A problem the user must fix (or an interruption), reported without a traceback."""
-
-
-class TrainingInterrupted(TrainingError):
-    exit_code = 130
 
 
 def run_training(config, run_dir=None, verbose=1, callbacks=()):
@@ -56,18 +36,24 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     `callbacks` are added to the Keras callbacks of every fit stage.
     """
     train_cfg = config["train"]
-    train_set, valid_set, reports, figures = load_data(config)
+    train_set, valid_set, reports = load_data(config)
     check_batch_size(config, len(train_set))
     keras.utils.set_random_seed(train_cfg["seed"])  # same config, same initial weights
     yolo = YOLO.from_config(config, n_train_images=len(train_set), weights=train_cfg["pretrained_weights"] or None)
     note_warmup(loss_args(config, len(train_set))["warmup_images"], train_cfg, len(train_set))
     check_weights(yolo, config)
     cache = image_cache(config, train_set + valid_set)
+    train_set, valid_set = drop_unreadable(cache, train_set, valid_set)
+    figures = data_figures(config, train_set, valid_set)
     train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set, cache)
-    initial_epoch, best = 0, None
+    initial_epoch = 0
     if run_dir:
-        initial_epoch, best = read_resume_epoch(os.path.join(run_dir, "resume.h5"))
-        print(f"Resuming {run_dir} at epoch {initial_epoch + 1}/{train_cfg['nb_epochs']}.")
+        initial_epoch = resume_file(run_dir)[1]
+        if initial_epoch >= train_cfg["nb_epochs"]:
+            raise TrainingError(f"{run_dir} has finished its {train_cfg['nb_epochs']} epochs: --resume {run_dir} "
+                                f"--epochs N (more than {train_cfg['nb_epochs']}) trains it longer")  # fmt: skip
+        print(f"Resuming {run_dir} at epoch {initial_epoch + 1}/{train_cfg['nb_epochs']}." if initial_epoch else
+              f"Resuming {run_dir}: it finished no epoch, so it starts again at epoch 1.")  # fmt: skip
     else:
         name = train_cfg["run_name"] or config["model"]["backend"].lower().replace(" ", "_")
         run_dir = new_run_dir(train_cfg["runs_dir"], name)
@@ -80,42 +66,8 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     print(start_block)
     if initial_epoch == 0:  # what the first batches look like with their targets drawn: train_batch0.jpg ...
         write_batch_previews(train_gen, yolo.labels, run_dir)
-    resuming = initial_epoch > 0
-    for first, last, frozen, lr_factor in training_stages(config):
-        if initial_epoch >= last:
-            continue
-        if not frozen and yolo.freeze_backend:
-            yolo.unfreeze_backend()
-            print(f"Epoch {first + 1}: backend unfrozen, learning rate x{lr_factor:g}; {count_trainable(yolo):,} "
-                  "parameters train.")  # fmt: skip
-        steps = (last - first) * len(train_gen)
-        yolo.model.compile(optimizer=make_optimizer(steps, **optimizer_args(config), lr_factor=lr_factor,
-                                                    first_stage=first == 0), **compile_args(config))  # fmt: skip
-        if resuming:
-            load_resume_state(os.path.join(run_dir, "resume.h5"), yolo.model)
-            resuming = False
-        stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache) + list(callbacks)
-        try:
-            # BatchGenerator shuffles the images itself (seeded); its batches come in order, epoch after epoch
-            yolo.model.fit(fit_data(train_gen, initial_epoch), steps_per_epoch=len(train_gen), validation_data=valid_gen,
-                           epochs=last, initial_epoch=initial_epoch, callbacks=stage_callbacks, verbose=verbose,
-                           shuffle=False)  # fmt: skip
-        except KeyboardInterrupt:
-            raise TrainingInterrupted(
-                f"Interrupted. Completed epochs are saved; continue with:\n  python main.py --resume {run_dir}"
-            ) from None
-        initial_epoch, best = last, next(c.best for c in stage_callbacks if isinstance(c, RunCheckpoint))
+    fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks)
     return report(yolo, config, valid_set, run_dir, cache, start_block)
-
-
-def training_stages(config):
-    """[(first epoch, end epoch, backend frozen, learning-rate factor)]: one stage, or, with
-    unfreeze_after, YAD2K's retraining: the head on a frozen backend, then everything at a lower rate."""
-    train_cfg, freeze_backend = config["train"], config["model"]["freeze_backend"]
-    epochs, after = train_cfg["nb_epochs"], train_cfg["unfreeze_after"]
-    if not freeze_backend or not after or after >= epochs:
-        return [(0, epochs, freeze_backend, 1.0)]
-    return [(0, after, True, 1.0), (after, epochs, False, train_cfg["unfreeze_learning_rate_factor"])]
 
 
 def note_warmup(warmup_images, train_cfg, n_train_images):
@@ -131,7 +83,7 @@ def count_trainable(yolo):
 
 
 def load_data(config):
-    """-> training and validation instances, their parse reports and data_check figures; prints what was skipped."""
+    """-> training and validation instances and their parse reports; prints what was skipped."""
     train_set, valid_set, reports = load_datasets(config)
     for split, parse_report in reports.items():
         if parse_report.files and parse_report.summary().count("\n"):  # more than "N annotation files read"
@@ -141,10 +93,25 @@ def load_data(config):
     if crowded:
         print(f"Note: {crowded} training images have more than max_box_per_image={max_box} objects; "
               "the no-object test sees only the first ones.")  # fmt: skip
+    return train_set, valid_set, reports
+
+
+def data_figures(config, train_set, valid_set):
+    """data_check.summarize of each split, for the run's opening block."""
     model = config["model"]
-    figures = {split: summarize(instances, model["labels"], as_hw(model["input_size"]), model["anchors"])
-               for split, instances in (("train", train_set), ("valid", valid_set))}  # fmt: skip
-    return train_set, valid_set, reports, figures
+    return {split: summarize(instances, model["labels"], as_hw(model["input_size"]), model["anchors"])
+            for split, instances in (("train", train_set), ("valid", valid_set))}  # fmt: skip
+
+
+def drop_unreadable(cache, train_set, valid_set):
+    """Leaves out the images the cache could not decode (truncated or damaged files whose header reads), so the
+    counts at the start are the images trained on; names them."""
+    bad = cache.unreadable() if cache is not None else set()
+    if not bad:
+        return train_set, valid_set
+    shown = ", ".join(printable(p) for p in sorted(bad)[:5]) + (", ..." if len(bad) > 5 else "")
+    print(f"{len(bad)} image(s) do not decode (damaged or truncated) and are left out: {shown}")
+    return [i for i in train_set if i["filename"] not in bad], [i for i in valid_set if i["filename"] not in bad]
 
 
 def check_batch_size(config, n_train_images):
@@ -218,25 +185,6 @@ def image_cache(config, instances):
     return cache
 
 
-def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache):
-    """mAP evaluation first: the checkpoint, CSV log and TensorBoard read the value it adds to the logs."""
-    callbacks = []
-    if config["valid"]["map_every"]:
-        callbacks.append(MapEvaluation(yolo, valid_set, config, cache))
-        checkpoint = RunCheckpoint(yolo, run_dir, "val_map50", "max", best)
-    else:
-        checkpoint = RunCheckpoint(yolo, run_dir, "val_loss", "min", best)
-    callbacks += [
-        checkpoint,
-        EpochLog(os.path.join(run_dir, "history.csv"), append=initial_epoch > 0),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
-    ]
-    patience = config["train"]["early_stopping_patience"]
-    if patience:
-        callbacks.append(keras.callbacks.EarlyStopping(patience=patience, min_delta=1e-3))
-    return callbacks
-
-
 def report(yolo, config, valid_set, run_dir, cache=None, start_block=""):
     """Evaluates the best checkpoint; writes results.json, PR curves, training curves, prediction images and
     report.html (which repeats `start_block`, the run's opening summary)."""
@@ -245,7 +193,7 @@ def report(yolo, config, valid_set, run_dir, cache=None, start_block=""):
         yolo.load_weights(best_path)
     print("\nEvaluating the best checkpoint on the validation set:")
     # One detection pass (low threshold, as darknet's valid) serves both the AP and the drawings.
-    detections = predict_instances(yolo, valid_set, config, cache=cache)
+    valid_set, detections = predict_instances(yolo, valid_set, config, cache=cache)
     score_threshold = config["valid"]["score_threshold"]
     results = report_evaluation(valid_set, detections, yolo.labels, run_dir, "voc", score_threshold)
     plot_training_curves(os.path.join(run_dir, "history.csv"), os.path.join(run_dir, "training_curves.png"))
@@ -283,6 +231,6 @@ def write_prediction_images(instances, detections, labels, out_dir, count, score
         shown = scores >= score_threshold
         drawn = draw_boxes(image, boxes[shown], scores[shown], cls[shown], labels)
         path = os.path.join(out_dir, os.path.splitext(os.path.basename(instance["filename"]))[0] + ".jpg")
-        cv2.imwrite(path, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
+        write_image(path, drawn)
         paths.append(path)
     return paths

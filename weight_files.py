@@ -38,17 +38,37 @@ class WeightsError(UserError):
 
 
 @contextlib.contextmanager
-def atomic_write(path):
-    """`with atomic_write(path) as tmp:` write `tmp`; when the block ends without an error, `tmp` replaces
-    `path` in one rename, else it is removed and `path` is left as it was."""
+def atomic_write(path, keep_previous=None):
+    """`with atomic_write(path) as tmp:` write `tmp`; when the block ends without an error, `tmp` is flushed to
+    disk and replaces `path` in one rename (and the folder entry is flushed too), so a crash or a kill at any
+    moment leaves the old file or the new one. Else `tmp` is removed and `path` is left as it was. With
+    `keep_previous`, the file replaced is kept under that name first."""
     base = path[: -len(KERAS_SUFFIX)] if path.endswith(KERAS_SUFFIX) else None
     tmp = base + ".tmp" + KERAS_SUFFIX if base is not None else path + ".tmp"
     try:
         yield tmp
+        fsync(tmp)
+        if keep_previous and os.path.exists(path):
+            os.replace(path, keep_previous)
         os.replace(tmp, path)
+        fsync(os.path.dirname(os.path.abspath(path)))
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def fsync(path):
+    """Flushes a file's data, or a folder's entries, to the disk."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems cannot sync a folder
+        pass
+    finally:
+        os.close(fd)
 
 
 def open_h5(path, what="weights file"):

@@ -157,6 +157,9 @@ FLAG_CASES = [
     (["evaluate", "-w", "{folder}/truncated.h5"], "truncated.h5 is not a detector weights file"),
     (["predict", "-w", "{folder}/text.h5", "-i", "{folder}"], "text.h5 is not a detector weights file"),
     (["bench", "--steps", "0"], "--steps"),
+    (["evaluate", "-w", "{folder}/whole.h5", "--output", "{folder}/existing_file"], "is a file"),
+    (["predict", "-w", "{folder}/whole.h5", "-i", "{folder}", "--json", "{folder}"], "is a folder: name the file"),
+    (["--resume", "{folder}", "--batch_size", "4"], "--batch_size"),
 ]
 
 

@@ -94,11 +94,11 @@ def test_evaluation_reads_the_cache_and_gets_the_decoded_detections(tmp_path, mo
     yolo = YOLO("MobileNet", 64, LABELS, 6, [1.0, 1.0, 2.0, 2.0], backend_options={"alpha": 0.25},
                 load_pretrained=False)  # fmt: skip
     config = build_config({})
-    decoded = evaluate.predict_instances(yolo, instances + big, config, progress=False)
+    _, decoded = evaluate.predict_instances(yolo, instances + big, config, progress=False)
     reads = []
     monkeypatch.setattr(image_cache, "decode_image", lambda path: reads.append(path) or decode_image(path))
     monkeypatch.setattr(detections, "decode_image", lambda path: 1 / 0)  # the plain path must not run
-    cached = evaluate.predict_instances(yolo, instances + big, config, progress=False, cache=cache)
+    _, cached = evaluate.predict_instances(yolo, instances + big, config, progress=False, cache=cache)
     assert reads == [big[0]["filename"]]  # only the downscaled image was decoded
     for (b1, s1, c1), (b2, s2, c2) in zip(decoded, cached):
         np.testing.assert_array_equal(b1, b2)

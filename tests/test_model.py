@@ -1,7 +1,5 @@
 """Detector construction: the seed's parameter counts, the passthrough, freezing, weight files."""
 
-import warnings
-
 import h5py
 import keras
 import numpy as np
@@ -177,14 +175,6 @@ def test_backend_weights_mismatch_is_a_clear_error(tmp_path):
         f["conv_1"].create_dataset("conv_1/kernel:0", data=np.zeros((3, 3, 3, 7), np.float32))
     with pytest.raises(UserError, match=r"layer conv_1 has weights of shapes"):
         load_backend_weights(get_backend("Tiny Yolo").build((128, 128, 3)), path)
-
-
-def test_missing_backend_weights_warns_but_builds(tmp_path):
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yolo = tiny_detector(backend_weights=str(tmp_path / "absent.h5"))
-    assert yolo.backend_weights is None
-    assert any("absent.h5" in str(w.message) for w in caught)
 
 
 def test_detector_weights_save_and_load(tmp_path):

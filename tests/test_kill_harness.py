@@ -1,0 +1,154 @@
+"""Training that survives anything: a run killed with SIGKILL at 20 random moments (half of them while a
+checkpoint file is being written) and resumed each time ends with the weights of the same run uninterrupted; a
+loss that stops being finite is retried once at a lower learning rate, then refused."""
+
+import csv
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import keras
+import numpy as np
+import pytest
+from conftest import ENV, ROOT
+
+pytestmark = pytest.mark.slow
+EPOCHS = 6
+KILLS = 20
+
+
+def detector_arrays(path):
+    arrays = []
+    with h5py.File(path) as f:
+        f.visititems(lambda name, o: arrays.append(o[()]) if isinstance(o, h5py.Dataset) and o.dtype.kind == "f" else 0)
+    return arrays
+
+
+def history_epochs(run_dir):
+    with open(run_dir / "history.csv", newline="") as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def check_run_folder(run_dir):
+    """Every file a kill can leave behind opens, and history.csv is 1..n with n the resume epoch or one more."""
+    with open(run_dir / "config.json") as f:
+        json.load(f)
+    resume_epoch = 0
+    for name in ("resume.h5", "resume.prev.h5", "last.weights.h5", "best.weights.h5"):
+        if (run_dir / name).exists():
+            with h5py.File(run_dir / name) as f:
+                if name == "resume.h5":
+                    resume_epoch = int(f.attrs["epoch"])
+    if (run_dir / "history.csv").exists():
+        epochs = history_epochs(run_dir)
+        assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) in (resume_epoch, resume_epoch + 1), epochs
+    return resume_epoch
+
+
+def start(argv):
+    return subprocess.Popen([sys.executable, "main.py", *argv, "--verbose", "0"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def kill_while_writing(proc, run_dir, deadline):
+    """SIGKILL as soon as a checkpoint's temporary file exists (atomic_write's <name>.tmp...)."""
+    while time.time() < deadline and proc.poll() is None:
+        if any(".tmp" in name for name in os.listdir(run_dir)) if run_dir.exists() else False:
+            break
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+
+
+def test_twenty_kills_and_resumes_end_where_the_uninterrupted_run_ends(tmp_path, demo_like_config):
+    path, config = demo_like_config(tmp_path, nb_epochs=EPOCHS, train_count=8, valid_count=4)
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps({**config, "train": {**config["train"], "run_name": "uninterrupted"}}))
+    done = subprocess.run([sys.executable, "main.py", "--config", str(reference), "--verbose", "0"], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir, rng, outcomes = tmp_path / "runs" / "t", random.Random(0), []
+    for kill in range(KILLS):
+        first = not (run_dir / "config.json").exists()
+        proc = start(["--config", path] if first else ["--resume", str(run_dir)])
+        if kill % 2:
+            kill_while_writing(proc, run_dir, time.time() + 60)
+        else:
+            time.sleep(rng.uniform(2.0, 12.0))
+            proc.send_signal(signal.SIGKILL)
+        code = proc.wait()
+        stderr = proc.stderr.read().decode(errors="replace")
+        assert code in (0, -signal.SIGKILL, 2), stderr[-2000:]
+        if code == 2:  # the run had already finished its epochs: nothing left to resume
+            assert "has finished its" in stderr, stderr
+            break
+        if (run_dir / "config.json").exists():
+            outcomes.append(check_run_folder(run_dir))
+    if check_run_folder(run_dir) < EPOCHS:
+        done = subprocess.run([sys.executable, "main.py", "--resume", str(run_dir), "--verbose", "0"], cwd=ROOT,
+                              env=ENV, capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert history_epochs(run_dir) == list(range(1, EPOCHS + 1))
+    assert len(set(outcomes)) > 2  # the kills landed at several epochs
+    differences = [np.max(np.abs(a - b)) for a, b in zip(detector_arrays(run_dir / "last.weights.h5"),
+                                                          detector_arrays(tmp_path / "runs" / "uninterrupted" /
+                                                                          "last.weights.h5"))]  # fmt: skip
+    print(f"{len(outcomes)} kills, resume epochs {outcomes}; largest weight difference {max(differences):.3g}")
+    assert max(differences) <= 1e-6
+
+
+class Poison(keras.callbacks.Callback):
+    """Turns a weight into NaN after the given batches ((epoch, batch), from 0): a stand-in for a diverging run."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.epoch = set(at), 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) in self.at:
+            self.at.discard((self.epoch, batch))
+            variable = self.model.trainable_variables[0]
+            variable.assign(np.full(variable.shape, np.nan, "float32"))
+
+
+def nan_run(tmp_path, demo_like_config, at):
+    from config import build_config
+    from training import run_training
+
+    _, config = demo_like_config(tmp_path, nb_epochs=3, train_count=8, valid_count=4)
+    return run_training(build_config(config), verbose=0, callbacks=[Poison(at)])
+
+
+def test_a_nan_loss_restarts_from_the_last_good_epoch_at_a_lower_rate(tmp_path, demo_like_config, capsys):
+    results = nan_run(tmp_path, demo_like_config, at=[(1, 0)])  # batch 2 of epoch 2 sees the NaN weight
+    out = capsys.readouterr().out
+    assert "Warning: the loss became nan at epoch 2, batch 2. Restarting from epoch 2" in out
+    run_dir = tmp_path / "runs" / "t"
+    assert history_epochs(run_dir) == [1, 2, 3] and np.isfinite(results["map"])
+    for name in ("last.weights.h5", "best.weights.h5", "resume.h5"):
+        assert all(np.all(np.isfinite(a)) for a in detector_arrays(run_dir / name)), name
+
+
+def test_nan_weights_at_an_epoch_end_are_never_saved(tmp_path, demo_like_config, capsys):
+    nan_run(tmp_path, demo_like_config, at=[(0, 1)])  # after the last batch of epoch 1: no loss saw it
+    assert "Warning: a weight became NaN or infinite at the end of epoch 1. Restarting from epoch 1" in (
+        capsys.readouterr().out)  # fmt: skip
+    run_dir = tmp_path / "runs" / "t"
+    assert history_epochs(run_dir) == [1, 2, 3]
+    assert all(np.all(np.isfinite(a)) for a in detector_arrays(run_dir / "last.weights.h5"))
+
+
+def test_a_second_nan_gives_up_with_a_message(tmp_path, demo_like_config, capsys):
+    from stages import TrainingError
+
+    with pytest.raises(TrainingError, match=r"became (nan|NaN or infinite) again \(.+\) after lowering the learning rate x0.1"):
+        nan_run(tmp_path, demo_like_config, at=[(1, 0), (1, 1), (2, 0)])
+    run_dir = tmp_path / "runs" / "t"
+    assert all(np.all(np.isfinite(a)) for a in detector_arrays(run_dir / "last.weights.h5"))

@@ -34,11 +34,13 @@ def cached_parse(cache_dir, files, settings, parse, report):
         pass
     fresh = ParseReport()
     instances = parse(fresh)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with atomic_write(path) as tmp, open(tmp, "w") as f:
-        json.dump(
-            {"instances": instances, "report": {f.name: getattr(fresh, f.name) for f in dataclasses.fields(fresh)}}, f
-        )
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_write(path) as tmp, open(tmp, "w") as f:
+            json.dump({"instances": instances,
+                       "report": {f.name: getattr(fresh, f.name) for f in dataclasses.fields(fresh)}}, f)  # fmt: skip
+    except OSError as e:  # the cache only saves time: a read-only or full cache_dir costs a parse next run
+        print(f"Note: the parsed annotations are not cached ({os.path.dirname(path)}: {e.strerror or e}).")
     merge(report, fresh)
     return instances
 

@@ -85,6 +85,10 @@ def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, ve
                     yolo.model.fit(fit_data(train_gen, initial_epoch), steps_per_epoch=len(train_gen),
                                    validation_data=valid_gen, epochs=last, initial_epoch=initial_epoch,
                                    callbacks=stage_callbacks + list(callbacks), verbose=verbose, shuffle=False)  # fmt: skip
+            except OSError as e:  # a full disk or a folder gone read-only: what was saved before stays whole
+                raise TrainingError(f"cannot write to {run_dir} ({e.strerror or e}); training stopped. The last "
+                                    f"complete checkpoint is kept: free space, then python main.py --resume "
+                                    f"{run_dir}") from None  # fmt: skip
             except KeyboardInterrupt:
                 raise TrainingInterrupted(
                     f"Interrupted. Completed epochs are saved; continue with:\n  python main.py --resume {run_dir}"

@@ -55,12 +55,8 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
         print(f"Resuming {run_dir} at epoch {initial_epoch + 1}/{train_cfg['nb_epochs']}." if initial_epoch else
               f"Resuming {run_dir}: it finished no epoch, so it starts again at epoch 1.")  # fmt: skip
     else:
-        name = train_cfg["run_name"] or config["model"]["backend"].lower().replace(" ", "_")
-        run_dir = new_run_dir(train_cfg["runs_dir"], name)
-        with atomic_write(os.path.join(run_dir, "config.json")) as tmp, open(tmp, "w") as f:
-            json.dump(
-                {**config, "model": {**config["model"], "head_layers": yolo.head_layers}}, f, indent=2
-            )  # as built
+        run_dir = start_run_dir(config, yolo)
+    check_free_space(run_dir, yolo)
     start_block = format_block("run", [*start_rows(config, yolo, figures, reports, len(train_gen)),
                                        ("run folder", run_dir)])  # fmt: skip
     print(start_block)
@@ -112,6 +108,30 @@ def drop_unreadable(cache, train_set, valid_set):
     shown = ", ".join(printable(p) for p in sorted(bad)[:5]) + (", ..." if len(bad) > 5 else "")
     print(f"{len(bad)} image(s) do not decode (damaged or truncated) and are left out: {shown}")
     return [i for i in train_set if i["filename"] not in bad], [i for i in valid_set if i["filename"] not in bad]
+
+
+def start_run_dir(config, yolo):
+    """A new run folder with the config as built (the head it chose) in it; an unwritable runs_dir is one message."""
+    train_cfg = config["train"]
+    name = train_cfg["run_name"] or config["model"]["backend"].lower().replace(" ", "_")
+    try:
+        run_dir = new_run_dir(train_cfg["runs_dir"], name)
+        with atomic_write(os.path.join(run_dir, "config.json")) as tmp, open(tmp, "w") as f:
+            json.dump({**config, "model": {**config["model"], "head_layers": yolo.head_layers}}, f, indent=2)
+    except OSError as e:
+        raise TrainingError(f"train.runs_dir {train_cfg['runs_dir']}: cannot write a run folder there "
+                            f"({e.strerror or e}); set runs_dir (or --name) to a writable place") from None  # fmt: skip
+    return run_dir
+
+
+def check_free_space(run_dir, yolo):
+    """Refuses to start when the run folder's disk cannot hold one epoch's checkpoints (last, best, resume.h5
+    with the optimizer's two moments, and the previous resume.h5), twice over."""
+    needed = 2 * 6 * 4 * sum(int(ops.size(v)) for v in yolo.model.weights)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise TrainingError(f"{run_dir}: {free / 2**20:.1f} MiB free, and one epoch's checkpoints need about "
+                            f"{needed / 2**20:.1f} MiB: free space or set train.runs_dir elsewhere")  # fmt: skip
 
 
 def check_batch_size(config, n_train_images):
@@ -179,7 +199,11 @@ def image_cache(config, instances):
         return None
     start = time.perf_counter()
     cache_dir = train_cfg["cache_dir"] or os.path.join(train_cfg["runs_dir"], "cache")
-    cache = open_cache([i["filename"] for i in instances], cache_dir, train_cfg["workers"])
+    try:
+        cache = open_cache([i["filename"] for i in instances], cache_dir, train_cfg["workers"])
+    except OSError as e:  # a read-only or full cache_dir: decode every epoch instead
+        print(f"Note: no image cache ({cache_dir}: {e.strerror or e}); images are decoded every epoch.")
+        return None
     print(f"Image cache: {len(cache)} images, {cache.nbytes() / 2**20:.1f} MiB in {cache.folder} "
           f"({time.perf_counter() - start:.1f} s).")  # fmt: skip
     return cache

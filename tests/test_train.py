@@ -2,17 +2,13 @@
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 import warnings
 
 import cv2
 import h5py
 import numpy as np
 import pytest
-from conftest import ENV, ROOT
+from conftest import ROOT
 
 import main as cli
 from backends import Backend
@@ -121,28 +117,6 @@ def test_training_run_writes_its_outputs_and_resumes(tmp_path, demo_like_config)
         assert any(np.asarray(f["optimizer"][k]).shape == () and int(np.asarray(f["optimizer"][k])) == 4
                    for k in f["optimizer"])  # fmt: skip
     assert not (tmp_path / "runs" / "t2").exists()
-
-
-@pytest.mark.slow
-def test_killed_run_resumes_from_its_last_epoch(tmp_path, demo_like_config, run_cli):
-    path, _ = demo_like_config(tmp_path, nb_epochs=200)
-    proc = subprocess.Popen([sys.executable, "main.py", "--config", path, "--verbose", "0"], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    state = tmp_path / "runs" / "t" / "resume.h5"
-    deadline = time.time() + 300
-    while not state.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert state.exists()
-    with h5py.File(state) as f:
-        done_epochs = int(f.attrs["epoch"])
-    done = run_cli(["--resume", "--config", path, "--epochs", str(done_epochs + 1), "--verbose", "0"])
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert f"at epoch {done_epochs + 1}/{done_epochs + 1}" in done.stdout
-    with open(tmp_path / "runs" / "t" / "history.csv") as f:
-        epochs = [line.split(",")[0] for line in f.read().split()[1:]]
-    assert epochs[-1] == str(done_epochs + 1)
 
 
 @pytest.mark.slow

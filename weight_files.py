@@ -80,10 +80,24 @@ def open_h5(path, what="weights file"):
     if os.path.getsize(path) == 0:
         raise WeightsError(f"{path} is not a {what} (it is empty: zero bytes)")
     try:
-        return h5py.File(path, "r")
+        f = h5py.File(path, "r")
     except OSError as e:
         reason = str(e).split("(", 1)[-1].rstrip(")") if "(" in str(e) else str(e)
         raise WeightsError(f"{path} is not a {what} (not readable HDF5: {reason})") from None
+    declared, size = declared_bytes(f), os.path.getsize(path)
+    if declared > max(16 * size, 64 * 2**20):  # HDF5 lets a tiny file declare arrays it never stored
+        f.close()
+        raise WeightsError(f"{path} is not a {what} (it declares {declared / 2**20:,.0f} MiB of arrays in a "
+                           f"{size / 2**20:.1f} MiB file)")  # fmt: skip
+    return f
+
+
+def declared_bytes(f):
+    """The bytes every dataset of an open HDF5 file says it holds, read from the shapes, not the data."""
+    sizes = []
+    f.visititems(lambda _, item: sizes.append(item.size * item.dtype.itemsize) if isinstance(item, h5py.Dataset)
+                 else None)  # fmt: skip
+    return sum(sizes)
 
 
 def h5_layer_name(name):

@@ -64,6 +64,9 @@ def measure_demo(runs):
             with open(os.path.join(clone, "runs", "demo", "results.json")) as f:
                 results = json.load(f)
             rows.append((seconds, results["map"], results.get("best_epoch")))
+            if k == 0:  # what a new user sees first
+                with open(os.path.join(folder, "demo.log")) as f:
+                    print("first 30 lines of run 1's output:\n" + "".join(f.readlines()[:30]), end="")
             print(
                 f"run {k + 1}: {minutes(seconds)}, mAP@0.5 {results['map']:.4f} (best epoch {results.get('best_epoch')})"
             )

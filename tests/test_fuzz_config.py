@@ -129,6 +129,8 @@ def good_config(tmp_path_factory, demo_like_config):
     with h5py.File(folder / "whole.h5", "w") as f:
         f.create_dataset("layer/kernel", data=np.arange(20_000, dtype=np.float32))
     (folder / "truncated.h5").write_bytes((folder / "whole.h5").read_bytes()[:30_000])
+    with h5py.File(folder / "huge.h5", "w") as f:  # 2 GiB declared, nothing stored: a few KB on disk
+        f.create_dataset("layers/conv/vars/0", shape=(2**29,), dtype="float32")
     return folder, path
 
 
@@ -156,6 +158,7 @@ FLAG_CASES = [
     (["evaluate", "-w", "{folder}/folder.h5"], "folder.h5 is not a detector weights file"),
     (["evaluate", "-w", "{folder}/truncated.h5"], "truncated.h5 is not a detector weights file"),
     (["predict", "-w", "{folder}/text.h5", "-i", "{folder}"], "text.h5 is not a detector weights file"),
+    (["evaluate", "-w", "{folder}/huge.h5"], "huge.h5 is not a detector weights file (it declares 2,048 MiB"),
     (["bench", "--steps", "0"], "--steps"),
     (["evaluate", "-w", "{folder}/whole.h5", "--output", "{folder}/existing_file"], "is a file"),
     (["predict", "-w", "{folder}/whole.h5", "-i", "{folder}", "--json", "{folder}"], "is a folder: name the file"),

@@ -39,6 +39,9 @@ def parse_args(argv):
     p.add_argument("--head_layers", type=int, nargs="+", default=HEAD_LAYERS)
     p.add_argument("--learning_rates", type=float, nargs="+", default=LEARNING_RATES)
     p.add_argument("--out", default="runs/bench_heads", help="run folders and the sweep's JSON")
+    p.add_argument("--defaults", action="store_true",
+                   help="instead of the grid: one run with head_layers and learning_rate left to their defaults")  # fmt: skip
+    p.add_argument("--unfreeze_after", type=int, default=0, help="--defaults: unfreeze the backbone after N epochs")
     return p.parse_args(argv)
 
 
@@ -80,6 +83,8 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     config = base_config(args)
     tag = f"{os.path.basename(os.path.normpath(args.data))}_{args.backend.replace(' ', '_')}_{args.input_size}"
+    if args.defaults:
+        return run_defaults(config, tag, args)
     results_path = os.path.join(args.out, f"{tag}.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else []
     done = {(r["head_layers"], r["learning_rate"]) for r in results}
@@ -95,6 +100,23 @@ def main(argv=None):
             json.dump(results, f, indent=1)
         print(f"{tag}: head_layers {head_layers}, lr {lr:g}: mAP@0.5 {map50:.4f} ({wall / 60:.1f} min)", flush=True)
     print(format_sweep(results, tag))
+
+
+def run_defaults(config, tag, args):
+    """The same run with head_layers and learning_rate left out (their "auto" defaults), compared with the sweep's
+    best cell when the sweep's JSON is there."""
+    config["train"]["unfreeze_after"] = args.unfreeze_after
+    name = f"{tag}_defaults" + (f"_unfreeze{args.unfreeze_after}_of{args.epochs}" if args.unfreeze_after else "")
+    map50, wall = run_one(config, name, args.out)
+    line = f"{name}: mAP@0.5 {map50:.4f} ({wall / 60:.1f} min)"
+    sweep_path = os.path.join(args.out, f"{tag}.json")
+    if os.path.exists(sweep_path):
+        with open(sweep_path) as f:
+            best = max(json.load(f), key=lambda r: r["map"])
+        line += (f"; the sweep's best (head_layers {best['head_layers']}, lr {best['learning_rate']:g}) "
+                 f"{best['map']:.4f}: x{map50 / best['map']:.3f}")  # fmt: skip
+    print(line)
+    return map50
 
 
 def format_sweep(results, tag):

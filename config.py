@@ -91,6 +91,8 @@ DEFAULTS = {
         "multi_scale": False,
         "multi_scale_sizes": [320, 608],
         "early_stopping_patience": 0,
+        # resume.h5 every this many batches too (0: at epoch ends only); a resumed run continues mid-epoch
+        "checkpoint_every": 1000,
         # YAD2K-style fine-tuning of a frozen backend: unfrozen after this many epochs (0: never), lr x factor
         "unfreeze_after": 0,
         "unfreeze_learning_rate_factor": 0.1,

@@ -312,21 +312,21 @@ def restrict(instances, images, source):
 
 
 class MapEvaluation(keras.callbacks.Callback):
-    """Validation mAP@0.5 every `every` epochs (and on the run's first epoch and the last epoch of each fit) as
+    """Validation mAP@0.5 every `every` epochs (and on the run's first epoch and the last of each stage) as
     logs["val_map50"], so the progress bar, CSV log, TensorBoard and the best-by-mAP checkpoint see it.
 
     Placed before the callbacks that read it. On epochs in between the key is absent, which the CSV log
     writes as NA and TensorBoard skips.
     """
 
-    def __init__(self, yolo, instances, config, cache=None):
+    def __init__(self, yolo, instances, config, cache=None, last_epoch=None):
         super().__init__()
         self.yolo, self.instances, self.config, self.cache = yolo, instances, config, cache
-        self.every = config["valid"]["map_every"]
+        self.every, self.last_epoch = config["valid"]["map_every"], last_epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        # the run's first epoch, every `every`-th, and each fit's last: the same epochs however often it resumed
-        last = epoch + 1 == self.params.get("epochs")
+        # the run's first epoch, every `every`-th, and each stage's last: the same epochs however often it resumed
+        last = epoch + 1 == (self.last_epoch or self.params.get("epochs"))
         if logs is None or not (epoch == 0 or last or (epoch + 1) % self.every == 0):
             return
         instances, detections = predict_instances(self.yolo, self.instances, self.config, cache=self.cache)

@@ -45,12 +45,13 @@ def latest_run_dir(runs_dir):
 RESUME, PREVIOUS_RESUME = "resume.h5", "resume.prev.h5"
 
 
-def save_resume_state(run_dir, model, epoch, best):
-    """Model and optimizer variables plus the epoch, in one file written atomically; the file it replaces stays
-    as resume.prev.h5, the fallback when a resume.h5 is found damaged."""
+def save_resume_state(run_dir, model, epoch, best, batch=0):
+    """Model and optimizer variables plus the epochs done (and the batches done of the next), in one file written
+    atomically; the file it replaces stays as resume.prev.h5, the fallback when a resume.h5 is found damaged."""
     path = os.path.join(run_dir, RESUME)
     with atomic_write(path, keep_previous=os.path.join(run_dir, PREVIOUS_RESUME)) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["epoch"] = epoch
+        f.attrs["batch"] = batch
         f.attrs["best"] = best
         for group, variables in (("model", model.weights), ("optimizer", model.optimizer.variables)):
             g = f.create_group(group)
@@ -59,8 +60,9 @@ def save_resume_state(run_dir, model, epoch, best):
 
 
 def resume_file(run_dir):
-    """-> (the resume file to continue from, its epoch, its best monitored value), or (None, 0, None) when the run
-    finished no epoch: resume.h5, or resume.prev.h5 (said so) when resume.h5 is missing or unreadable."""
+    """-> (the resume file to continue from, epochs done, batches done of the next epoch, best monitored value),
+    or (None, 0, 0, None) when the run saved nothing yet: resume.h5, or resume.prev.h5 (said so) when resume.h5 is
+    missing or unreadable."""
     problem = None
     for name in (RESUME, PREVIOUS_RESUME):
         path = os.path.join(run_dir, name)
@@ -68,16 +70,16 @@ def resume_file(run_dir):
             continue
         try:
             with open_h5(path, "resume file") as f:
-                epoch, best = int(f.attrs["epoch"]), float(f.attrs["best"])
+                epoch, batch, best = int(f.attrs["epoch"]), int(f.attrs.get("batch", 0)), float(f.attrs["best"])
         except (UserError, KeyError, OSError) as e:
             problem = f"{path} is unreadable ({e})"
             continue
         if problem:
             print(f"Warning: {problem}; continuing from {path} (epoch {epoch}).")
-        return path, epoch, best
+        return path, epoch, batch, best
     if problem:
         raise RunError(f"{problem} and there is no readable {PREVIOUS_RESUME} beside it")
-    return None, 0, None
+    return None, 0, 0, None
 
 
 def load_resume_state(path, model, optimizer=True):
@@ -95,17 +97,29 @@ def load_resume_state(path, model, optimizer=True):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Each epoch: last.weights.h5, best.weights.h5 (by `monitor`), and resume.h5, all atomic."""
+    """Each epoch: last.weights.h5, best.weights.h5 (by `monitor`), and resume.h5, all atomic; with `every_steps`,
+    resume.h5 also every that many batches (a long epoch then loses at most that many to a kill). A fit that
+    resumes mid-epoch starts its first epoch at batch `first_batch`."""
 
-    def __init__(self, yolo, run_dir, monitor, mode, best=None):
+    def __init__(self, yolo, run_dir, monitor, mode, best=None, every_steps=0, first_batch=0, epoch_steps=0):
         super().__init__()
         self.yolo = yolo
         self.run_dir = run_dir
         self.monitor = monitor
         self.sign = 1.0 if mode == "min" else -1.0
         self.best = math.inf * self.sign if best is None else best
+        self.every_steps, self.offset, self.epoch_steps, self.epoch = every_steps, first_batch, epoch_steps, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.offset + batch + 1
+        if self.every_steps and done % self.every_steps == 0 and done < self.epoch_steps:  # the epoch's end saves
+            save_resume_state(self.run_dir, self.model, self.epoch, self.best, batch=done)
 
     def on_epoch_end(self, epoch, logs=None):
+        self.offset = 0
         value = (logs or {}).get(self.monitor)
         save_detector(self.yolo, os.path.join(self.run_dir, "last.weights.h5"))
         if value is not None and not math.isnan(value) and self.sign * value < self.sign * self.best:

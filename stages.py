@@ -58,7 +58,7 @@ def training_stages(config):
 
 def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks=()):
     """Every stage not yet done by the run's resume file; `callbacks` are added to each fit."""
-    resume_path, initial_epoch, best = resume_file(run_dir)
+    resume_path, initial_epoch, first_batch, best = resume_file(run_dir)
     retried = False
     for first, last, frozen, lr_factor in training_stages(config):
         if initial_epoch >= last:
@@ -73,18 +73,19 @@ def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, ve
             yolo.model.compile(optimizer=make_optimizer((last - first) * len(train_gen), **optimizer_args(config),
                                                         lr_factor=factor, first_stage=first == 0),
                                **compile_args(config))  # fmt: skip
-            if resume_path and initial_epoch > 0:  # at a stage's first epoch the optimizer starts afresh
-                load_resume_state(resume_path, yolo.model, optimizer=initial_epoch > first)
+            if resume_path and (initial_epoch > 0 or first_batch):  # a stage's first epoch starts a new optimizer
+                load_resume_state(resume_path, yolo.model, optimizer=initial_epoch > first or first_batch > 0)
             else:
                 for variable, value in zip(yolo.model.weights, start):
                     variable.assign(value)
-            stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache)
             try:
                 with interrupt_on_sigterm():
-                    # BatchGenerator shuffles the images itself (seeded); its batches come in order, epoch by epoch
-                    yolo.model.fit(fit_data(train_gen, initial_epoch), steps_per_epoch=len(train_gen),
-                                   validation_data=valid_gen, epochs=last, initial_epoch=initial_epoch,
-                                   callbacks=stage_callbacks + list(callbacks), verbose=verbose, shuffle=False)  # fmt: skip
+                    if first_batch:  # the rest of the epoch a step checkpoint cut: its unseen batches, in order
+                        fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks,
+                            best, initial_epoch, initial_epoch + 1, last, first_batch)  # fmt: skip
+                        initial_epoch, first_batch, best = resume_file(run_dir)[1:]
+                    fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, best,
+                        initial_epoch, last, last)  # fmt: skip
             except OSError as e:  # a full disk or a folder gone read-only: what was saved before stays whole
                 raise TrainingError(f"cannot write to {run_dir} ({e.strerror or e}); training stopped. The last "
                                     f"complete checkpoint is kept: free space, then python main.py --resume "
@@ -99,24 +100,38 @@ def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, ve
                                         f"x{NAN_RETRY_FACTOR:g}; lower train.learning_rate or check the data (boxes, "
                                         f"scales); the last good weights are in {run_dir}") from None  # fmt: skip
                 retried = True
-                resume_path, initial_epoch, best = resume_file(run_dir)
+                resume_path, initial_epoch, first_batch, best = resume_file(run_dir)
                 print(f"\nWarning: {e.what} at {e.where}. Restarting from epoch "
                       f"{max(initial_epoch, first) + 1} with its last good weights at learning rate "
                       f"x{NAN_RETRY_FACTOR:g}.")  # fmt: skip
                 continue
-            resume_path, initial_epoch, best = resume_file(run_dir)
+            resume_path, initial_epoch, first_batch, best = resume_file(run_dir)
             initial_epoch = max(initial_epoch, last)  # early stopping ends the stage
 
 
-def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache):
+def fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, best, initial_epoch,
+        end_epoch, stage_end, first_batch=0):  # fmt: skip
+    """One model.fit from `initial_epoch` (its batch `first_batch` on) to `end_epoch`."""
+    data = fit_data(train_gen, initial_epoch)
+    train_gen.first_batch += first_batch
+    stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache, stage_end,
+                                     first_batch, len(train_gen))  # fmt: skip
+    # BatchGenerator shuffles the images itself (seeded); its batches come in order, epoch after epoch
+    yolo.model.fit(data, steps_per_epoch=len(train_gen) - first_batch, validation_data=valid_gen,
+                   epochs=end_epoch, initial_epoch=initial_epoch, callbacks=stage_callbacks + list(callbacks),
+                   verbose=verbose, shuffle=False)  # fmt: skip
+
+
+def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache, stage_end, first_batch, epoch_steps):
     """The guard first; mAP evaluation before the checkpoint, CSV log and TensorBoard, which read the value it
     adds to the logs; the CSV log before the checkpoint, so resume.h5 never names an epoch history.csv lacks."""
     callbacks = [FiniteGuard()]
+    steps = {"every_steps": config["train"]["checkpoint_every"], "first_batch": first_batch, "epoch_steps": epoch_steps}
     if config["valid"]["map_every"]:
-        callbacks.append(MapEvaluation(yolo, valid_set, config, cache))
-        checkpoint = RunCheckpoint(yolo, run_dir, "val_map50", "max", best)
+        callbacks.append(MapEvaluation(yolo, valid_set, config, cache, last_epoch=stage_end))
+        checkpoint = RunCheckpoint(yolo, run_dir, "val_map50", "max", best, **steps)
     else:
-        checkpoint = RunCheckpoint(yolo, run_dir, "val_loss", "min", best)
+        checkpoint = RunCheckpoint(yolo, run_dir, "val_loss", "min", best, **steps)
     callbacks += [
         EpochLog(os.path.join(run_dir, "history.csv"), resume_epoch=initial_epoch),
         checkpoint,

@@ -46,13 +46,15 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     train_set, valid_set = drop_unreadable(cache, train_set, valid_set)
     figures = data_figures(config, train_set, valid_set)
     train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set, cache)
-    initial_epoch = 0
     if run_dir:
-        initial_epoch = resume_file(run_dir)[1]
+        _, initial_epoch, first_batch, _ = resume_file(run_dir)
         if initial_epoch >= train_cfg["nb_epochs"]:
             raise TrainingError(f"{run_dir} has finished its {train_cfg['nb_epochs']} epochs: --resume {run_dir} "
                                 f"--epochs N (more than {train_cfg['nb_epochs']}) trains it longer")  # fmt: skip
-        print(f"Resuming {run_dir} at epoch {initial_epoch + 1}/{train_cfg['nb_epochs']}." if initial_epoch else
+        at = f"epoch {initial_epoch + 1}/{train_cfg['nb_epochs']}" + (
+            f", batch {first_batch + 1}" if first_batch else ""
+        )
+        print(f"Resuming {run_dir} at {at}." if initial_epoch or first_batch else
               f"Resuming {run_dir}: it finished no epoch, so it starts again at epoch 1.")  # fmt: skip
     else:
         run_dir = start_run_dir(config, yolo)
@@ -60,7 +62,7 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     start_block = format_block("run", [*start_rows(config, yolo, figures, reports, len(train_gen)),
                                        ("run folder", run_dir)])  # fmt: skip
     print(start_block)
-    if initial_epoch == 0:  # what the first batches look like with their targets drawn: train_batch0.jpg ...
+    if not os.path.exists(os.path.join(run_dir, "train_batch0.jpg")):  # the first batches with their targets drawn
         write_batch_previews(train_gen, yolo.labels, run_dir)
     fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks)
     return report(yolo, config, valid_set, run_dir, cache, start_block)

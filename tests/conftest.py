@@ -56,6 +56,7 @@ def _demo_like_config(folder, train_count=8, valid_count=4, **train):
             "runs_dir": str(folder / "runs"),
             "run_name": "t",
             "prediction_images": 2,
+            "jit_compile": False,  # XLA compiling is most of a tiny run's time; bench and the demo test cover XLA
             **train,
         },
         "valid": {

@@ -91,7 +91,7 @@ def history_rows(run_dir):
 
 
 def test_twenty_kills_and_resumes_end_where_the_uninterrupted_run_ends(tmp_path, demo_like_config):
-    path, config = demo_like_config(tmp_path, nb_epochs=EPOCHS, train_count=8, valid_count=4)
+    path, config = demo_like_config(tmp_path, nb_epochs=EPOCHS, train_count=8, valid_count=4, checkpoint_every=1)
     reference = tmp_path / "reference.json"
     reference.write_text(json.dumps({**config, "train": {**config["train"], "run_name": "uninterrupted"}}))
     done = subprocess.run([sys.executable, "main.py", "--config", str(reference), "--verbose", "0"], cwd=ROOT,

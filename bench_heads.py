@@ -42,6 +42,7 @@ def parse_args(argv):
     p.add_argument("--defaults", action="store_true",
                    help="instead of the grid: one run with head_layers and learning_rate left to their defaults")  # fmt: skip
     p.add_argument("--unfreeze_after", type=int, default=0, help="--defaults: unfreeze the backbone after N epochs")
+    p.add_argument("--unfreeze_factor", type=float, default=0.1, help="--unfreeze_after: the learning-rate factor")
     return p.parse_args(argv)
 
 
@@ -105,8 +106,10 @@ def main(argv=None):
 def run_defaults(config, tag, args):
     """The same run with head_layers and learning_rate left out (their "auto" defaults), compared with the sweep's
     best cell when the sweep's JSON is there."""
-    config["train"]["unfreeze_after"] = args.unfreeze_after
-    name = f"{tag}_defaults" + (f"_unfreeze{args.unfreeze_after}_of{args.epochs}" if args.unfreeze_after else "")
+    config["train"].update(unfreeze_after=args.unfreeze_after, unfreeze_learning_rate_factor=args.unfreeze_factor)
+    name = f"{tag}_defaults_{args.epochs}ep" + (
+        f"_unfreeze{args.unfreeze_after}_x{args.unfreeze_factor:g}" if args.unfreeze_after else ""
+    )
     map50, wall = run_one(config, name, args.out)
     line = f"{name}: mAP@0.5 {map50:.4f} ({wall / 60:.1f} min)"
     sweep_path = os.path.join(args.out, f"{tag}.json")

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -50,7 +51,7 @@ def minutes(seconds):
     return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
 
 
-def measure_demo(runs):
+def measure_demo(runs, keep=None):
     rows = []
     for k in range(runs):
         with tempfile.TemporaryDirectory() as folder:
@@ -67,6 +68,9 @@ def measure_demo(runs):
             if k == 0:  # what a new user sees first
                 with open(os.path.join(folder, "demo.log")) as f:
                     print("first 30 lines of run 1's output:\n" + "".join(f.readlines()[:30]), end="")
+                if keep:
+                    shutil.copytree(os.path.join(clone, "runs", "demo"), keep, dirs_exist_ok=True)
+                    shutil.copy(os.path.join(folder, "demo.log"), os.path.join(keep, "demo.log"))
             print(
                 f"run {k + 1}: {minutes(seconds)}, mAP@0.5 {results['map']:.4f} (best epoch {results.get('best_epoch')})"
             )
@@ -89,10 +93,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=["demo", "tests"])
     p.add_argument("--runs", type=int, default=2, help="demo: how many fresh-clone runs (default 2)")
+    p.add_argument("--keep", help="demo: copy run 1's run folder and output here")
     args = p.parse_args()
     print(f"Machine: {machine()}")
     if args.what == "demo":
-        measure_demo(args.runs)
+        measure_demo(args.runs, args.keep)
     else:
         measure_tests()
 

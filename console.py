@@ -4,8 +4,10 @@ command line moves that descriptor to a log file and gives Python's own stderr (
 a copy of the terminal, so only native messages leave the screen. YOLO_NATIVE_LOGS=1 keeps them on it.
 """
 
+import gc
 import io
 import os
+import signal
 import sys
 import tempfile
 import warnings
@@ -33,3 +35,34 @@ def one_line_warnings():
     """Warnings as "Warning: message" lines: a user needs what went wrong, not the line of this project (or of a
     library) that noticed it."""
     warnings.formatwarning = lambda message, category, *_, **__: f"Warning: {message}\n"
+
+
+_interrupted = []
+
+
+def catch_interrupts():
+    """Ctrl-C (and SIGTERM) raise KeyboardInterrupt and are remembered. One that lands while a garbage-collection
+    callback (JAX registers one) or a finaliser runs would be swallowed by Python, with a traceback printed
+    ("Exception ignored in _xla_gc_callback"), and training would go on; then it is only remembered: training asks
+    `interrupted()` before it starts and after every batch, and stops there."""
+
+    def handler(signum, frame):
+        _interrupted.append(signum)
+        if not _in_swallowing_frame(frame):
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _in_swallowing_frame(frame):
+    callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
+    while frame is not None:
+        if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def interrupted():
+    return bool(_interrupted)

@@ -329,8 +329,18 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from console import one_line_warnings, quiet_native_logs
+    from console import catch_interrupts, interrupted, one_line_warnings, quiet_native_logs
 
     quiet_native_logs()
     one_line_warnings()
-    main()
+    catch_interrupts()
+    try:
+        main()
+    except Exception:  # a Ctrl-C inside a C extension's import surfaces as its ImportError
+        if not interrupted():
+            raise
+        print("\nInterrupted.", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # before training started (importing, parsing): nothing to save, no traceback
+        print("\nInterrupted.", file=sys.stderr)
+        sys.exit(130)

@@ -1,17 +1,17 @@
 """The fit: one model.fit per training stage (frozen backend, then unfrozen with unfreeze_after), continued from
-the run's resume file, stopped cleanly by Ctrl-C or SIGTERM, and restarted once at a lower learning rate from the
-last good epoch when the loss stops being finite.
+the run's resume file, stopped cleanly by Ctrl-C or SIGTERM (console.catch_interrupts), and restarted once at a
+lower learning rate from the last good epoch when the loss stops being finite.
 """
 
 import math
 import os
-import signal
 
 import keras
 import numpy as np
 from keras import ops
 
 from config import compile_args, optimizer_args
+from console import interrupted
 from errors import UserError
 from evaluate import MapEvaluation
 from optimizer import make_optimizer
@@ -31,12 +31,15 @@ class TrainingInterrupted(TrainingError):
 
 class FiniteGuard(keras.callbacks.Callback):
     """Stops the fit at the first batch whose loss is NaN or infinite, and at an epoch's end whose weights are,
-    before the mAP, the CSV log or a checkpoint can see them (it comes first among the callbacks)."""
+    before the mAP, the CSV log or a checkpoint can see them (it comes first among the callbacks); and after a
+    batch once a Ctrl-C or SIGTERM came, however it was caught."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
+        if interrupted():  # a Ctrl-C Python swallowed inside a garbage-collection callback
+            raise KeyboardInterrupt
         loss = float((logs or {}).get("loss", 0.0))
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"the loss became {loss}", f"epoch {self.epoch + 1}, batch {batch + 1}")
@@ -79,13 +82,12 @@ def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, ve
                 for variable, value in zip(yolo.model.weights, start):
                     variable.assign(value)
             try:
-                with interrupt_on_sigterm():
-                    if first_batch:  # the rest of the epoch a step checkpoint cut: its unseen batches, in order
-                        fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks,
-                            best, initial_epoch, initial_epoch + 1, last, first_batch)  # fmt: skip
-                        initial_epoch, first_batch, best = resume_file(run_dir)[1:]
+                if first_batch:  # the rest of the epoch a step checkpoint cut: its unseen batches, in order
                     fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, best,
-                        initial_epoch, last, last)  # fmt: skip
+                        initial_epoch, initial_epoch + 1, last, first_batch)  # fmt: skip
+                    initial_epoch, first_batch, best = resume_file(run_dir)[1:]
+                fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, best,
+                    initial_epoch, last, last)  # fmt: skip
             except OSError as e:  # a full disk or a folder gone read-only: what was saved before stays whole
                 raise TrainingError(f"cannot write to {run_dir} ({e.strerror or e}); training stopped. The last "
                                     f"complete checkpoint is kept: free space, then python main.py --resume "
@@ -141,28 +143,3 @@ def make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache,
     if patience:
         callbacks.append(keras.callbacks.EarlyStopping(patience=patience, min_delta=1e-3))
     return callbacks
-
-
-class interrupt_on_sigterm:
-    """SIGTERM (a cluster's scheduler, `kill`) ends the fit as Ctrl-C does: completed epochs saved, a message."""
-
-    def __enter__(self):
-        self.previous = signal.getsignal(signal.SIGTERM) if _main_thread() else None
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, _raise_interrupt)
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-        return False
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _main_thread():
-    import threading
-
-    return threading.current_thread() is threading.main_thread()

@@ -14,6 +14,7 @@ from keras import ops
 from batches import BatchGenerator
 from config import generator_args, loss_args
 from config_checks import as_hw
+from console import interrupted
 from data_check import summarize
 from datasets import load_datasets
 from evaluate import format_table, predict_instances, report_evaluation
@@ -64,6 +65,8 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     print(start_block)
     if not os.path.exists(os.path.join(run_dir, "train_batch0.jpg")):  # the first batches with their targets drawn
         write_batch_previews(train_gen, yolo.labels, run_dir)
+    if interrupted():  # a Ctrl-C during the preparation that Python swallowed
+        raise KeyboardInterrupt
     fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks)
     return report(yolo, config, valid_set, run_dir, cache, start_block)
 

@@ -3,6 +3,7 @@ Python's own messages stay on it; an expected missing backend file is a note, a 
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,3 +86,17 @@ def test_a_warm_up_longer_than_half_the_run_is_announced(capsys):
     assert "covers 100% of this run's 3,930 training images shown" in capsys.readouterr().out
     note_warmup(12800, {"nb_epochs": 50, "train_times": 1}, 5717)  # VOC2012 train: 0.04% of the run
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("delay, signum", [(1.5, signal.SIGINT), (4.0, signal.SIGINT), (4.0, signal.SIGTERM)])
+def test_ctrl_c_at_any_moment_is_a_message_not_a_traceback(tmp_path, demo_like_config, delay, signum):
+    """Ctrl-C (or SIGTERM) while TensorFlow is imported or the data is read (before training), or during it."""
+    import time
+
+    path, _ = demo_like_config(tmp_path, nb_epochs=50)
+    proc = subprocess.Popen([sys.executable, "main.py", "--config", path, "--verbose", "0"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(delay)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Interrupted" in err and "Traceback" not in err, err[-2000:]

@@ -18,6 +18,7 @@ import os
 import tempfile
 import time
 
+import cv2
 import keras
 import numpy as np
 
@@ -177,8 +178,10 @@ def bookkeeping(n_files=10_000, n_images=5_000, n_classes=20, per_image=100, see
         for i in range(n_files):
             with open(os.path.join(folder, f"{i:06d}.xml"), "w") as f:
                 f.write(VOC_XML.format(filename=f"{i:06d}.jpg", width=500, height=375, objects=obj * 2))
+        image = cv2.imencode(".jpg", np.zeros((375, 500, 3), np.uint8))[1].tobytes()  # parsing reads its header
         for i in range(n_files):
-            open(os.path.join(folder, f"{i:06d}.jpg"), "w").close()  # parsing only checks that the image exists
+            with open(os.path.join(folder, f"{i:06d}.jpg"), "wb") as f:
+                f.write(image)
         times = []
         for _ in range(2):  # the first parse also writes parse_cache's file, the second reads it
             report = ParseReport()

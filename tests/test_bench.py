@@ -45,5 +45,5 @@ def test_bench_runs_with_xla_at_the_configured_size_under_multi_scale(tmp_path, 
 
 def test_bookkeeping_parses_every_file_and_scores_every_detection():
     result = bookkeeping(n_files=40, n_images=10, n_classes=4, per_image=7)
-    assert result["parse_files"] == 40 and result["eval_detections"] == 70
+    assert result["parse_files"] == 40 and result["parse_instances"] == 40 and result["eval_detections"] == 70
     assert result["parse_s"] > 0 and result["eval_s"] > 0

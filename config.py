@@ -78,6 +78,8 @@ DEFAULTS = {
         "precision": "float32",
         # XLA for the train step: "auto" is Keras' choice (on for JAX and TensorFlow on a GPU, off on a CPU)
         "jit_compile": "auto",
+        # debugging: the train step runs as plain Python (prints and breakpoints work in the loss; slower)
+        "run_eagerly": False,
         "momentum": 0.9,
         "weight_decay": 0.0005,
         "lr_schedule": "cosine",
@@ -283,7 +285,7 @@ def detection_args(config, score_threshold=None):
 
 def compile_args(config):
     """model.compile(optimizer=..., **compile_args(config))."""
-    return {"jit_compile": config["train"]["jit_compile"]}
+    return {"jit_compile": config["train"]["jit_compile"], "run_eagerly": config["train"]["run_eagerly"]}
 
 
 def optimizer_args(config):

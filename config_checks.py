@@ -93,6 +93,7 @@ CHOICES = {
     ("train", "optimizer"): ("adam", "sgd"),
     ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
     ("train", "jit_compile"): ("auto", True, False),
+    ("train", "run_eagerly"): (False, True),
     ("train", "lr_schedule"): ("constant", "cosine", "steps"),
 }
 
@@ -118,6 +119,9 @@ def validate(config, source="config"):
         if section != "model" and config[section][key] not in allowed:
             raise ConfigError(f"{source}: {section}.{key} must be one of {allowed}, got {config[section][key]!r}")
     check_maxima(config, source)
+    if config["train"]["run_eagerly"] and config["train"]["jit_compile"] is True:
+        raise ConfigError(f"{source}: train.run_eagerly runs the train step as Python, so it cannot be XLA-compiled "
+                          "too: set train.jit_compile to \"auto\" or false")  # fmt: skip
     run_name = config["train"]["run_name"]
     if "/" in run_name or "\\" in run_name or run_name in (".", ".."):
         raise ConfigError(f"{source}: train.run_name must be a folder name inside train.runs_dir (no '/' or '..'), "

@@ -8,9 +8,10 @@ when <size> is the stored size of a JPEG with an orientation, scaled when <size>
 """
 
 import os
-import stat
 
 from PIL import Image, UnidentifiedImageError
+
+from images import NOT_REGULAR, is_regular_file
 
 EXIF_ORIENTATION = 0x0112
 SWAPS_SIDES = (5, 6, 7, 8)  # the orientations that turn the image by 90 degrees
@@ -20,8 +21,8 @@ def image_header(path):
     """-> (decoded width, decoded height, EXIF orientation, stored width, stored height) from the file's header
     (no decoding), or (None, reason) when it is not a readable image."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None, "is not a regular file (a FIFO, device or folder)"
+        if not is_regular_file(path):
+            return None, NOT_REGULAR
         if os.path.getsize(path) == 0:
             return None, "is empty (zero bytes)"
         with Image.open(path) as image:

@@ -39,12 +39,20 @@ def decode_image(path):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+NOT_REGULAR = "is not a regular file (a FIFO, device or folder)"
+
+
+def is_regular_file(path):
+    """Raises OSError when `path` cannot be statted. A FIFO or a device would block or never end when read."""
+    return stat.S_ISREG(os.stat(path).st_mode)
+
+
 def read_image_file(path):
     """The file's bytes, or None (with a notice) for what is not a readable regular file: a FIFO or a device
     would block or never end."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            notice_file(path, "is not a regular file (a FIFO, device or folder): skipped")
+        if not is_regular_file(path):
+            notice_file(path, f"{NOT_REGULAR}: skipped")
             return None
         with open(path, "rb") as f:
             return f.read() or None

@@ -135,8 +135,7 @@ def plot_training_curves(csv_path, png_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
+    rows = read_history(csv_path)
     if not rows:
         return None
     epochs = [int(r["epoch"]) for r in rows]
@@ -186,6 +185,7 @@ class EpochLog(keras.callbacks.Callback):
 
 
 def read_history(csv_path):
+    """history.csv's rows as dicts, or [] when it is missing or unreadable."""
     try:
         with open(csv_path, newline="") as f:
             return list(csv.DictReader(f))
@@ -196,11 +196,7 @@ def read_history(csv_path):
 def best_epoch(csv_path):
     """The epoch the best checkpoint comes from, read from history.csv -> {"epoch" (from 1), "by" (val_map50 or
     val_loss), "value", "warning": why that best is suspect, or None} or None without a log."""
-    try:
-        with open(csv_path) as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
-        return None
+    rows = read_history(csv_path)
     by = "val_map50" if rows and "val_map50" in rows[0] else "val_loss"
     points = [(int(r["epoch"]), float(r[by])) for r in rows if r.get(by) not in (None, "", "NA", "nan")]
     if not points:

@@ -34,7 +34,7 @@ def test_bench_reports_consistent_figures(tmp_path, capsys, demo_like_config):
 def test_bench_runs_with_xla_at_the_configured_size_under_multi_scale(tmp_path, capsys, demo_like_config):
     path, config = demo_like_config(tmp_path, train_count=8, valid_count=2)
     config["model"].update(input_size=64, freeze_backend=True, anchors=[1.0, 1.0, 2.0, 2.0])
-    config["train"].update(batch_size=2, jit_compile=True, multi_scale=True)
+    config["train"].update(batch_size=2, jit_compile=True, run_eagerly=False, multi_scale=True)
     (tmp_path / "bench.json").write_text(json.dumps(config))
     result = cli.main(["bench", "--config", str(tmp_path / "bench.json"), "--steps", "1", "--output",
                        str(tmp_path / "bench-out.json")])  # fmt: skip

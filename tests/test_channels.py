@@ -136,6 +136,7 @@ def test_imagenet_download_goes_through_the_same_conversion(monkeypatch):
     np.testing.assert_allclose(kernel[:, :, 0], fake_weights["Conv1"].sum(axis=2), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_auto_named_layers_load_from_a_file_written_by_another_build(tmp_path):
     """ConvNeXt's last LayerNormalization is named by Keras, differently in every build."""
     source = get_backend("ConvNeXtTiny").build((64, 64, 3))

@@ -6,7 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import warnings
 
 import pytest
@@ -23,17 +22,18 @@ def export_missing(env):
 
 
 @pytest.mark.slow
-def test_native_lines_go_to_a_log_and_python_errors_stay():
-    quiet = export_missing({k: v for k, v in ENV.items() if k != "YOLO_NATIVE_LOGS"})
+def test_native_lines_go_to_a_log_and_python_errors_stay(tmp_path):
+    own_temp = {**ENV, "TMPDIR": str(tmp_path)}  # the log lives in the temp folder, where other runs write theirs
+    quiet = export_missing({k: v for k, v in own_temp.items() if k != "YOLO_NATIVE_LOGS"})
     assert quiet.returncode == 2
     assert [line for line in quiet.stderr.splitlines() if line.strip()] == [
         "Error: Detector weights file not found: nothing.weights.h5"
     ]
-    loud = export_missing({**ENV, "YOLO_NATIVE_LOGS": "1", "TF_CPP_MIN_LOG_LEVEL": "0"})
+    loud = export_missing({**own_temp, "YOLO_NATIVE_LOGS": "1", "TF_CPP_MIN_LOG_LEVEL": "0"})
     assert "Error: Detector weights file not found" in loud.stderr
     native = [line for line in loud.stderr.splitlines() if NATIVE.match(line)]
     if native:  # what this machine's TensorFlow prints at start-up went to the log file in the quiet run
-        log = open(os.path.join(tempfile.gettempdir(), "yolov2-native.log")).read()
+        log = (tmp_path / "yolov2-native.log").read_text()
         assert log.strip() and NATIVE.search(log.splitlines()[0])
 
 
@@ -63,6 +63,7 @@ def test_all_detections_below_the_threshold_are_named():
     assert "Note: no detection scores 0.3 or more (the highest scores 0.1200)" in table
 
 
+@pytest.mark.slow
 def test_predict_with_nothing_above_the_threshold_names_the_highest_score(tmp_path, capsys):
     import keras
     from conftest import SHAPES_JPG
@@ -88,7 +89,14 @@ def test_a_warm_up_longer_than_half_the_run_is_announced(capsys):
     assert capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize("delay, signum", [(1.5, signal.SIGINT), (4.0, signal.SIGINT), (4.0, signal.SIGTERM)])
+@pytest.mark.parametrize(
+    "delay, signum",
+    [
+        (1.5, signal.SIGINT),
+        pytest.param(4.0, signal.SIGINT, marks=pytest.mark.slow),
+        pytest.param(4.0, signal.SIGTERM, marks=pytest.mark.slow),
+    ],
+)
 def test_ctrl_c_at_any_moment_is_a_message_not_a_traceback(tmp_path, demo_like_config, delay, signum):
     """Ctrl-C (or SIGTERM) while TensorFlow is imported or the data is read (before training), or during it."""
     import time

@@ -76,6 +76,7 @@ def test_header_versions_and_seen_width(tmp_path):
     assert (header["seen"], header["header_bytes"]) == (2**40, 20)
 
 
+@pytest.mark.slow
 def test_classification_prefix_converts_the_layers_it_covers(tmp_path):
     """Like darknet19_448.conv.23 read with yolov2-voc.cfg: the first 18 convs, then the file ends."""
     cfg, weights, _, convs = write_model(tmp_path, "yolov2-voc", np.random.default_rng(0), truncate_convs=18)
@@ -95,8 +96,10 @@ def test_classification_prefix_converts_the_layers_it_covers(tmp_path):
     "damage, message",
     [
         (lambda data: data[:-12], "ends inside convolutional layer 23"),
-        (lambda data: data + b"\0" * 8, r"2 values \(8 bytes\) left after the last layer"),
-        (lambda data: data[:-2], "not a whole number of float32"),
+        pytest.param(
+            lambda data: data + b"\0" * 8, r"2 values \(8 bytes\) left after the last layer", marks=pytest.mark.slow
+        ),
+        pytest.param(lambda data: data[:-2], "not a whole number of float32", marks=pytest.mark.slow),
     ],
 )
 def test_wrong_file_for_the_cfg_is_a_clear_error(tmp_path, damage, message):
@@ -137,6 +140,7 @@ def test_generated_cfgs_have_darknets_layers(tmp_path, name):
     assert [{k: s.get(k) for k in keys} for s in real] == [{k: s.get(k) for k in keys} for s in ours]
 
 
+@pytest.mark.slow
 def test_convert_command_then_predict_with_the_written_config(tmp_path, capsys):
     cfg, weights, _, _ = write_model(tmp_path, "yolov2-tiny", np.random.default_rng(0))
     with pytest.raises(SystemExit):  # 80 classes, the default config has 20 labels

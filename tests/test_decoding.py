@@ -146,6 +146,7 @@ def assert_demo_detections_agree(result):
     assert counts > 100
 
 
+@pytest.mark.slow
 def test_yolo_detect_uses_the_graph_and_matches_the_reference_on_demo_images(tmp_path):
     assert_demo_detections_agree(demo_detections(str(tmp_path / "valid")))
 

@@ -51,6 +51,8 @@ SPECIAL = [  # (raw config, what the message must name)
     ({"train": {"optimizer": "rmsprop"}}, "train.optimizer"),
     ({"train": {"lr_schedule": "linear"}}, "train.lr_schedule"),
     ({"train": {"precision": "float8"}}, "train.precision"),
+    ({"train": {"run_eagerly": "yes"}}, "train.run_eagerly"),
+    ({"train": {"run_eagerly": True, "jit_compile": True}}, "train.run_eagerly"),
     ({"train": {"warmup_epochs": -1}}, "train.warmup_epochs"),
     ({"modle": {"backend": "Tiny Yolo"}}, "'modle'"),
     ({"train": 5}, "'train'"),
@@ -195,6 +197,7 @@ def test_values_refused_once_data_and_backend_are_known(change, named, good_conf
     assert_one_line_error(code, err, named)
 
 
+@pytest.mark.slow
 def test_the_command_line_prints_no_traceback(good_config, tmp_path):
     """The same through a real process: stderr holds the one line, and no Python traceback."""
     folder, path = good_config

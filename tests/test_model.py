@@ -108,7 +108,7 @@ def test_frozen_backend_is_unchanged_by_training_and_head_changes(plain_batches)
     backend_before = [v.numpy().copy() for v in yolo.backend_model.weights]  # BN moving stats included
     head = yolo.model.get_layer("DetectionLayer")
     head_before = head.kernel.numpy().copy()
-    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)
     data = plain_batches([ONE_SHAPE], yolo, 2)
     yolo.model.fit(data, steps_per_epoch=len(data), epochs=2, verbose=0)
     for before, after in zip(backend_before, yolo.backend_model.weights):
@@ -132,7 +132,7 @@ def test_fit_serves_the_runs_batches_in_order_and_a_resumed_fit_continues_them(p
             return result
 
     batches.__class__ = Recording
-    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=False)
     yolo.model.fit(fit_data(batches, 0), steps_per_epoch=len(batches), epochs=2, verbose=0, shuffle=False)
     # TensorFlow's adapter first computes two batches to learn their shapes, and tf.data computes ahead
     peeked = 2 if keras.backend.backend() == "tensorflow" else 0
@@ -146,10 +146,22 @@ def test_unfrozen_backend_trains(plain_batches):
     yolo = tiny_detector(freeze_backend=False)
     conv = yolo.backend_model.get_layer("conv_1")
     before = conv.kernel.numpy().copy()
-    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)
     data = plain_batches([ONE_SHAPE], yolo, 2)
     yolo.model.fit(data, steps_per_epoch=len(data), epochs=1, verbose=0)
     assert not np.allclose(before, conv.kernel.numpy())
+
+
+def test_train_run_eagerly_runs_the_loss_in_python_at_every_step(plain_batches):
+    from config import build_config, compile_args
+
+    yolo = tiny_detector()
+    calls, loss = [], yolo.model.yolo_loss
+    yolo.model.yolo_loss = lambda *args: calls.append(1) or loss(*args)
+    yolo.model.compile(optimizer="adam", **compile_args(build_config({"train": {"run_eagerly": True}})))
+    data = plain_batches([ONE_SHAPE], yolo, 1, times=3)
+    yolo.model.fit(data, steps_per_epoch=len(data), epochs=1, verbose=0)
+    assert len(calls) == 3  # traced, the loss's Python would run once or twice in all
 
 
 def test_backend_weights_round_trip_and_load_by_default(tmp_path):
@@ -236,7 +248,7 @@ def test_freeze_first_layers_or_named_patterns(spec, frozen):
     all_layers = {v.path.split("/")[0] for v in yolo.backend_model.weights}
     assert trainable == all_layers - frozen
     before = {v.path: v.numpy().copy() for v in yolo.backend_model.weights}
-    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)
     batch = {"input_image": np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
              "true_boxes": np.zeros((2, 1, 1, 1, 2, 4), np.float32)}  # fmt: skip
     target = {"grid": np.zeros((2, 2, 2, 1, 6), np.float32), "seen": np.full((2,), 1e9, np.float32)}

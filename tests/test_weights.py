@@ -92,6 +92,7 @@ def test_keras_yolo2_full_model_checkpoint_loads_as_pretrained_weights(tmp_path)
         other.load_weights(path)
 
 
+@pytest.mark.slow
 def test_keras_yolo2_full_yolo_checkpoint_warns_about_the_passthrough(tmp_path):
     source = YOLO("Full Yolo", 64, ["raccoon"], 5, [1, 1], load_pretrained=False)
     path = str(tmp_path / "full_yolo_raccoon.h5")

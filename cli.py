@@ -43,6 +43,7 @@ def parse_args(argv):
     p.add_argument("--backend", help="backend name, e.g. 'Full Yolo', 'Tiny Yolo', SqueezeNet, MobileNet")
     p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default) or darknet's sgd")
     p.add_argument("--workers", type=int, help="data loading threads")
+    p.add_argument("--devices", help='train on: "auto" (every GPU), "cpu", or GPUs such as 0,1 (train.devices)')
     p.add_argument("--name", help="run name: results go to runs/<name>")
     p.add_argument("--pretrained_weights", help="full detector weights to start from")
     freeze = p.add_mutually_exclusive_group()

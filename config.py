@@ -101,6 +101,10 @@ DEFAULTS = {
         "runs_dir": "runs",
         "run_name": "",
         "workers": 2,
+        # "auto": every GPU here (data-parallel; batch_size is the global batch), "cpu", or GPUs such as "0,1"
+        "devices": "auto",
+        # BatchNorm statistics over the global batch under tf.distribute (JAX's DataParallel always uses them)
+        "sync_batchnorm": False,
         # decode every image once into a memory-mapped cache (image_cache.py) that later epochs and runs read
         "cache_images": True,
         "cache_dir": "",  # "": <runs_dir>/cache
@@ -202,7 +206,7 @@ def apply_overrides(config, args):
 FLAGS = {
     "model": {"input_size": "input_size", "backend": "backend", "freeze_backend": "freeze_backend"},
     "train": {"epochs": "nb_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
-              "optimizer": "optimizer", "workers": "workers", "name": "run_name",
+              "optimizer": "optimizer", "workers": "workers", "devices": "devices", "name": "run_name",
               "pretrained_weights": "pretrained_weights", "download": "download_data", "multi_scale": "multi_scale"},
     "valid": {"score_threshold": "score_threshold", "nms_threshold": "nms_threshold"},
 }  # fmt: skip

@@ -41,6 +41,10 @@ CHECKS = {
     "text (a path or name)": lambda v: isinstance(v, str),
     "non-empty text": lambda v: isinstance(v, str) and v.strip() != "",
     "a JSON object": lambda v: isinstance(v, dict),
+    'devices: "auto", "cpu", GPU numbers "0,1", or a list of them': lambda v: (
+        (isinstance(v, str) and v.strip() != "")
+        or (isinstance(v, list) and v and all(isinstance(d, str) or _whole(d) for d in v))
+    ),
     "[smallest, largest]: two multiples of 32, smallest first": lambda v: (
         isinstance(v, list) and len(v) == 2 and all(_whole(s) and s > 0 and s % 32 == 0 for s in v) and v[0] <= v[1]
     ),
@@ -74,6 +78,7 @@ KINDS = {
              ("train", "pretrained_weights"), ("train", "saved_weights_name"), ("train", "run_name"), ("train", "cache_dir"),
              ("valid", "valid_image_folder"), ("valid", "valid_annot_folder"), ("valid", "valid_split"), ("valid", "dataset")],
     "a JSON object": [("model", "backend_options")],
+    'devices: "auto", "cpu", GPU numbers "0,1", or a list of them': [("train", "devices")],
 }  # fmt: skip
 
 # Beyond these a value passes its kind's check but cannot be meant: it would allocate terabytes, start threads by
@@ -94,8 +99,14 @@ CHOICES = {
     ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
     ("train", "jit_compile"): ("auto", True, False),
     ("train", "run_eagerly"): (False, True),
+    ("train", "sync_batchnorm"): (False, True),
     ("train", "lr_schedule"): ("constant", "cosine", "steps"),
 }
+
+
+def is_one_of(value, allowed):
+    """`in`, but 0 and 1 are not False and True (nor 1.0 the 1 of input_channels)."""
+    return any(value == a and type(value) is type(a) for a in allowed)
 
 
 def as_hw(input_size, source="model.input_size"):
@@ -116,7 +127,7 @@ def validate(config, source="config"):
             if section != "model" and not CHECKS[kind](config[section][key]):
                 raise ConfigError(f"{source}: {section}.{key} must be {kind}, got {config[section][key]!r}")
     for (section, key), allowed in CHOICES.items():
-        if section != "model" and config[section][key] not in allowed:
+        if section != "model" and not is_one_of(config[section][key], allowed):
             raise ConfigError(f"{source}: {section}.{key} must be one of {allowed}, got {config[section][key]!r}")
     check_maxima(config, source)
     if config["train"]["run_eagerly"] and config["train"]["jit_compile"] is True:
@@ -162,5 +173,5 @@ def validate_model(model, source="config"):
                 check(key, CHECKS[kind], kind)
     for (section, key), allowed in CHOICES.items():
         if section == "model":
-            check(key, lambda v, allowed=allowed: v in allowed, f"one of {allowed}")
+            check(key, lambda v, allowed=allowed: is_one_of(v, allowed), f"one of {allowed}")
     check_maxima({"model": model}, source, sections=("model",))

@@ -23,6 +23,7 @@ from config_checks import as_hw, validate_model
 from custom_layers import GridReshape, GroundTruthPassthrough
 from decoding import DecodeDetections
 from detections import to_records
+from distribution import replica_scale
 from images import read_rgb
 from loss import YoloLoss
 
@@ -43,7 +44,7 @@ class YoloTrainingModel(keras.Model):
         total, terms = self.yolo_loss(y["grid"], y_pred, x["true_boxes"], y["seen"])
         for name, value in terms.items():
             self.term_trackers[name].update_state(value)
-        return total
+        return total * replica_scale()  # a replica's share: Keras sums the replicas' gradients
 
     @property
     def metrics(self):

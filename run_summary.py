@@ -24,8 +24,9 @@ def format_block(title, rows):
     return "\n".join(lines)
 
 
-def start_rows(config, yolo, figures, reports, steps_per_epoch):
-    """-> [(name, text)]: data, model, head, schedule, device. `figures` are data_check.summarize's per split."""
+def start_rows(config, yolo, figures, reports, steps_per_epoch, placement=""):
+    """-> [(name, text)]: data, model, head, schedule, device. `figures` are data_check.summarize's per split;
+    `placement` says how the batch is spread over the devices (distribution.Placement.describe)."""
     rows = [(split, short_summary(split, f).removeprefix(f"[{split}] ")) for split, f in figures.items()]
     skipped = sum(len(r.skipped_files) for r in reports.values())
     bad_lines = sum(len(r.bad_lines) for r in reports.values())
@@ -33,7 +34,7 @@ def start_rows(config, yolo, figures, reports, steps_per_epoch):
     rows.append(("skipped", f"{skipped} annotation files, {bad_lines} label lines{listed}"))
     rows += [("model", model_text(yolo, config)), ("head", head_text(yolo)),
              ("schedule", schedule_text(config, steps_per_epoch, figures["train"]["images"])),
-             ("device", device_text())]  # fmt: skip
+             ("device", device_text() + (f"; {placement}" if placement else ""))]  # fmt: skip
     return rows
 
 

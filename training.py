@@ -17,6 +17,7 @@ from config_checks import as_hw
 from console import interrupted
 from data_check import summarize
 from datasets import load_datasets
+from distribution import place, synchronize_batchnorm
 from evaluate import format_table, predict_instances, report_evaluation
 from frontend import YOLO
 from image_cache import open_cache
@@ -36,6 +37,12 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
 
     `callbacks` are added to the Keras callbacks of every fit stage.
     """
+    placement = place(config["train"]["devices"], config["train"]["batch_size"])
+    with placement.scope():  # the model's variables live on the replicas; each batch is split among them
+        return train_and_report(config, placement, run_dir, verbose, callbacks)
+
+
+def train_and_report(config, placement, run_dir, verbose, callbacks):
     train_cfg = config["train"]
     train_set, valid_set, reports = load_data(config)
     check_batch_size(config, len(train_set))
@@ -43,6 +50,7 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     yolo = YOLO.from_config(config, n_train_images=len(train_set), weights=train_cfg["pretrained_weights"] or None)
     note_warmup(loss_args(config, len(train_set))["warmup_images"], train_cfg, len(train_set))
     check_weights(yolo, config)
+    batchnorm = synchronize_batchnorm(yolo.model, placement, train_cfg["sync_batchnorm"])
     cache = image_cache(config, train_set + valid_set)
     train_set, valid_set = drop_unreadable(cache, train_set, valid_set)
     figures = data_figures(config, train_set, valid_set)
@@ -60,7 +68,8 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
     else:
         run_dir = start_run_dir(config, yolo)
     check_free_space(run_dir, yolo)
-    start_block = format_block("run", [*start_rows(config, yolo, figures, reports, len(train_gen)),
+    placed = placement.describe(train_cfg["batch_size"], batchnorm)
+    start_block = format_block("run", [*start_rows(config, yolo, figures, reports, len(train_gen), placed),
                                        ("run folder", run_dir)])  # fmt: skip
     print(start_block)
     if not os.path.exists(os.path.join(run_dir, "train_batch0.jpg")):  # the first batches with their targets drawn

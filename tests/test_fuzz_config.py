@@ -31,6 +31,7 @@ BAD_BY_KIND = {
     "non-empty text": ["", "   ", 7],
     "text (a path or name)": [3, ["a"]],
     "a JSON object": ["alpha=0.25", [1]],
+    'devices: "auto", "cpu", GPU numbers "0,1", or a list of them': [1.5, "", [], [0.5], {"gpu": 0}],
     "[smallest, largest]: two multiples of 32, smallest first": [[320], [608, 320], [300, 600], "320"],
 }
 SPECIAL = [  # (raw config, what the message must name)
@@ -52,6 +53,8 @@ SPECIAL = [  # (raw config, what the message must name)
     ({"train": {"lr_schedule": "linear"}}, "train.lr_schedule"),
     ({"train": {"precision": "float8"}}, "train.precision"),
     ({"train": {"run_eagerly": "yes"}}, "train.run_eagerly"),
+    ({"train": {"run_eagerly": 1}}, "train.run_eagerly"),
+    ({"train": {"sync_batchnorm": "true"}}, "train.sync_batchnorm"),
     ({"train": {"run_eagerly": True, "jit_compile": True}}, "train.run_eagerly"),
     ({"train": {"warmup_epochs": -1}}, "train.warmup_epochs"),
     ({"modle": {"backend": "Tiny Yolo"}}, "'modle'"),

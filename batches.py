@@ -37,6 +37,8 @@ class BatchGenerator(keras.utils.PyDataset):
     The settings come from config.generator_args; `augmentation` None means a plain resize. With
     `multi_scale` (smallest, largest) batches come in square sizes multi_scale_side draws over `epochs`
     epochs of batches. With a `cache` (image_cache.ImageCache) images are read from it instead of decoded.
+    With a `shard` (worker index, workers) it builds only that worker's rows of each batch (several machines):
+    batch_size stays the global batch, and `seen` counts the whole cluster's images.
 
     A `stream` (training) has no end: batch i is batch number set_epoch's epoch x len(self) + i of the run,
     epoch after epoch, and fit reads it with steps_per_epoch=len(self). Every batch is a function of its
@@ -47,7 +49,7 @@ class BatchGenerator(keras.utils.PyDataset):
     """
 
     def __init__(self, instances, layout, batch_size, augmentation, shuffle, times, seed, count_seen, workers,
-                 multi_scale, epochs, stream, cache=None):  # fmt: skip
+                 multi_scale, epochs, stream, cache=None, shard=(0, 1)):  # fmt: skip
         super().__init__(workers=1 if stream else workers)  # a stream loads ahead itself
         self.cache = cache
         if not instances:
@@ -55,6 +57,7 @@ class BatchGenerator(keras.utils.PyDataset):
         self.instances = instances
         self.layout = layout
         self.batch_size = batch_size
+        self.shard = shard
         self.augmentation = augmentation
         self.shuffle = shuffle
         self.times = max(1, int(times))
@@ -144,19 +147,21 @@ class BatchGenerator(keras.utils.PyDataset):
     def make_batch(self, batch):
         """The run's batch number `batch`."""
         batch_size = self.batch_size
+        worker, workers = self.shard
+        rows = range(worker * batch_size // workers, (worker + 1) * batch_size // workers)
         epoch, idx = divmod(batch, len(self))
         layout, order = self.batch_layout(batch), self.order(epoch)
-        rng = np.random.default_rng((self.seed, epoch, idx))
-        images = np.zeros((batch_size, *layout.input_hw, layout.channels), np.uint8)
+        images = np.zeros((len(rows), *layout.input_hw, layout.channels), np.uint8)
         nb_box, nb_class = len(layout.anchors) // 2, len(layout.labels)
-        grids = np.zeros((batch_size, *layout.grid_hw, nb_box, 5 + nb_class), np.float32)
-        true_boxes = np.zeros((batch_size, 1, 1, 1, layout.max_box_per_image, 4), np.float32)
-        for b in range(batch_size):
-            index = int(order[(idx * batch_size + b) % len(order)])
+        grids = np.zeros((len(rows), *layout.grid_hw, nb_box, 5 + nb_class), np.float32)
+        true_boxes = np.zeros((len(rows), 1, 1, 1, layout.max_box_per_image, 4), np.float32)
+        for b, row in enumerate(rows):
+            index = int(order[(idx * batch_size + row) % len(order)])
+            rng = np.random.default_rng((self.seed, epoch, idx, row))  # a row's draws do not depend on the shard
             images[b], boxes, class_ids = self.load(index, rng, layout.input_hw)
             grids[b], true_boxes[b, 0, 0, 0] = encode_targets(
                 boxes, class_ids, layout.grid_hw, layout.anchors, nb_class, layout.max_box_per_image
             )
         seen_before = batch * batch_size if self.count_seen else np.finfo(np.float32).max
-        seen = np.full((batch_size,), seen_before, np.float32)
+        seen = np.full((len(rows),), seen_before, np.float32)
         return {"input_image": images, "true_boxes": true_boxes}, {"grid": grids, "seen": seen}

@@ -9,17 +9,23 @@ train.devices (--devices): "auto" every GPU of this machine (the CPU when there 
   axis, so the loss and BatchNorm see the global batch.
 
 `batch_size` is the global batch: each of N replicas gets batch_size / N images per step.
+Several machines (cluster.py): every worker names its place in the cluster through TF_CONFIG (TensorFlow's
+MultiWorkerMirroredStrategy) or the KERAS_DISTRIBUTION_* variables (JAX's DataParallel over every process).
 This is the TensorFlow-only boundary for tf.distribute; the rest of the project asks `replica_scale()`.
 """
 
 import contextlib
-import os
+import weakref
 from dataclasses import dataclass, field
 
 import keras
 
 from backends.common import layers_with_weights
+from cluster import MultiWorkerFixes, join, this_worker
 from errors import UserError
+
+# The training model's bases before keras.Model: Keras' multi-worker defects mended (TensorFlow only).
+TRAINER_FIXES = (MultiWorkerFixes,) if keras.backend.backend() == "tensorflow" else ()
 
 
 class DeviceError(UserError):
@@ -33,10 +39,24 @@ class Placement:
     engine: str  # "MirroredStrategy", "DataParallel", ... or "one device"
     devices: list = field(default_factory=list)
     engine_object: object = None  # the tf.distribute strategy or keras.distribution object, if one is used
+    worker: object = None  # cluster.Worker on several machines; `devices` are then this worker's
+
+    @property
+    def workers(self):
+        return self.worker.count if self.worker else 1
+
+    @property
+    def is_chief(self):
+        return self.worker is None or self.worker.is_chief
 
     @property
     def replicas(self):
-        return max(len(self.devices), 1)
+        return max(len(self.devices), 1) * self.workers
+
+    @property
+    def shard(self):
+        """(this worker's index, workers): the rows of each global batch this process builds."""
+        return (self.worker.index, self.worker.count) if self.worker else (0, 1)
 
     def scope(self):
         return self.engine_object.scope() if self.engine_object is not None else contextlib.nullcontext()
@@ -45,6 +65,12 @@ class Placement:
         """The start block's account of where training runs; `batchnorm` from synchronize_batchnorm."""
         if self.replicas == 1:
             return f"{self.engine} ({', '.join(self.devices) or 'default device'}), batch {batch_size}"
+        if self.worker:
+            role = "the chief, which writes the run folder" if self.is_chief else "not the chief: writes nothing"
+            return (f"{self.engine} over {self.workers} workers x {len(self.devices)} replicas "
+                    f"({', '.join(self.devices)} here; this is worker {self.worker.index}, {role}), global batch "
+                    f"{batch_size} = {batch_size // self.replicas} per replica, {batch_size // self.workers} read "
+                    f"by each worker; BatchNorm statistics: {batchnorm}")  # fmt: skip
         return (f"{self.engine} over {self.replicas} replicas ({', '.join(self.devices)}), global batch "
                 f"{batch_size} = {batch_size // self.replicas} per replica; BatchNorm statistics: {batchnorm}")  # fmt: skip
 
@@ -79,11 +105,11 @@ def parse_devices(value):
 def place(devices, batch_size):
     """-> the Placement train.devices asks for; refuses a batch that the replicas cannot share evenly."""
     wanted = parse_devices(devices)
-    if os.environ.get("TF_CONFIG"):
-        raise DeviceError("TF_CONFIG is set, but training on several machines is not supported yet: each machine "
-                          "would train its own copy and write the same run folder; unset TF_CONFIG")  # fmt: skip
+    worker = this_worker()
     backend = keras.backend.backend()
-    if backend == "tensorflow":
+    if worker is not None:
+        placement = Placement(*join(worker, wanted), worker=worker)
+    elif backend == "tensorflow":
         placement = tensorflow_placement(wanted)
     elif backend == "jax":
         placement = jax_placement(wanted)
@@ -167,3 +193,19 @@ def synchronize_batchnorm(model, placement, sync):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.synchronized = True
     return "synchronised across replicas"
+
+
+_DIRECT_CALLS = weakref.WeakKeyDictionary()
+
+
+def predict_on_batch(model, batch):
+    """model.predict_on_batch, except under a tf.distribute strategy of several replicas: there Keras runs the
+    whole batch on every replica and joins the copies (N times the work, and across the network on several
+    machines), so the model is called directly, on this process's copy of the weights."""
+    if keras.backend.backend() != "tensorflow" or model.distribute_strategy.num_replicas_in_sync == 1:
+        return model.predict_on_batch(batch)
+    if model not in _DIRECT_CALLS:
+        import tensorflow as tf
+
+        _DIRECT_CALLS[model] = tf.function(lambda images: model(images, training=False))
+    return keras.tree.map_structure(keras.ops.convert_to_numpy, _DIRECT_CALLS[model](batch))

@@ -23,14 +23,14 @@ from config_checks import as_hw, validate_model
 from custom_layers import GridReshape, GroundTruthPassthrough
 from decoding import DecodeDetections
 from detections import to_records
-from distribution import replica_scale
+from distribution import TRAINER_FIXES, predict_on_batch, replica_scale
 from images import read_rgb
 from loss import YoloLoss
 
 MODEL, TRAIN, VALID = DEFAULTS["model"], DEFAULTS["train"], DEFAULTS["valid"]
 
 
-class YoloTrainingModel(keras.Model):
+class YoloTrainingModel(*TRAINER_FIXES, keras.Model):
     """Functional model whose loss reads the `true_boxes` input (keras-hub's compute_loss pattern)."""
 
     def __init__(self, *args, yolo_loss=None, **kwargs):
@@ -194,7 +194,7 @@ class YOLO:
         if not len(images):
             return []
         batch = np.stack([network_input(image, (self.input_h, self.input_w), self.input_channels) for image in images])
-        found = self.detection_model(score_threshold, nms_threshold, max_detections).predict_on_batch(batch)
+        found = predict_on_batch(self.detection_model(score_threshold, nms_threshold, max_detections), batch)
         results = []
         for b, image in enumerate(images):
             n, (h, w) = int(found["num_detections"][b]), image.shape[:2]

@@ -59,8 +59,9 @@ def training_stages(config):
     return [(0, after, True, 1.0), (after, epochs, False, train_cfg["unfreeze_learning_rate_factor"])]
 
 
-def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks=()):
-    """Every stage not yet done by the run's resume file; `callbacks` are added to each fit."""
+def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks=(), placement=None):
+    """Every stage not yet done by the run's resume file; `callbacks` are added to each fit; `placement`
+    (distribution.Placement) says how the batches are fed on several machines."""
     resume_path, initial_epoch, first_batch, best = resume_file(run_dir)
     retried = False
     for first, last, frozen, lr_factor in training_stages(config):
@@ -84,10 +85,10 @@ def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, ve
             try:
                 if first_batch:  # the rest of the epoch a step checkpoint cut: its unseen batches, in order
                     fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, best,
-                        initial_epoch, initial_epoch + 1, last, first_batch)  # fmt: skip
+                        initial_epoch, initial_epoch + 1, last, first_batch, placement)  # fmt: skip
                     initial_epoch, first_batch, best = resume_file(run_dir)[1:]
                 fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, best,
-                    initial_epoch, last, last)  # fmt: skip
+                    initial_epoch, last, last, placement=placement)  # fmt: skip
             except OSError as e:  # a full disk or a folder gone read-only: what was saved before stays whole
                 raise TrainingError(f"cannot write to {run_dir} ({e.strerror or e}); training stopped. The last "
                                     f"complete checkpoint is kept: free space, then python main.py --resume "
@@ -112,14 +113,15 @@ def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, ve
 
 
 def fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, best, initial_epoch,
-        end_epoch, stage_end, first_batch=0):  # fmt: skip
+        end_epoch, stage_end, first_batch=0, placement=None):  # fmt: skip
     """One model.fit from `initial_epoch` (its batch `first_batch` on) to `end_epoch`."""
-    data = fit_data(train_gen, initial_epoch)
+    data = fit_data(train_gen, initial_epoch, placement)
     train_gen.first_batch += first_batch
     stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache, stage_end,
                                      first_batch, len(train_gen))  # fmt: skip
     # BatchGenerator shuffles the images itself (seeded); its batches come in order, epoch after epoch
-    yolo.model.fit(data, steps_per_epoch=len(train_gen) - first_batch, validation_data=valid_gen,
+    valid_data = fit_data(valid_gen, 0, placement) if placement and placement.worker else valid_gen
+    yolo.model.fit(data, steps_per_epoch=len(train_gen) - first_batch, validation_data=valid_data,
                    epochs=end_epoch, initial_epoch=initial_epoch, callbacks=stage_callbacks + list(callbacks),
                    verbose=verbose, shuffle=False)  # fmt: skip
 

@@ -1,10 +1,10 @@
-"""TensorFlow only: multi-scale training batches as a tf.data.Dataset for model.fit.
+"""TensorFlow's tf.data for model.fit: multi-scale batches, and each worker's batches on several machines.
 
 Keras' PyDataset adapter fixes every batch dimension from the first two batches it sees, so under the
 TensorFlow backend a batch of a new size (multi-scale training) would be refused. This hands the same
 BatchGenerator batches to fit through a tf.data.Dataset whose image and grid sizes are left open; TensorFlow
 then traces one train step for all sizes. JAX and torch read the BatchGenerator directly (JAX compiles once
-per size and keeps each compilation).
+per size and keeps each compilation), except on several machines, where Keras takes only a tf.data.Dataset.
 """
 
 import itertools
@@ -12,17 +12,23 @@ import itertools
 import keras
 
 
-def fit_data(generator, first_epoch):
+def fit_data(generator, first_epoch, placement=None):
     """What model.fit reads from epoch `first_epoch` on (with steps_per_epoch=len(generator)): the
-    generator itself, or, under the TensorFlow backend with multi-scale batches, variable_size_dataset."""
+    generator itself, or, under the TensorFlow backend with multi-scale batches, batch_dataset; on several
+    machines, this worker's share (cluster.worker_data)."""
     generator.set_epoch(first_epoch)
+    if placement is not None and placement.worker is not None:
+        from cluster import worker_data
+
+        return worker_data(generator, placement.worker, placement.engine_object, len(placement.devices))
     if generator.multi_scale and keras.backend.backend() == "tensorflow":
-        return variable_size_dataset(generator)
+        return batch_dataset(generator)
     return generator
 
 
-def variable_size_dataset(generator):
-    """The generator's endless stream of batches with height and width left open."""
+def batch_dataset(generator, rebatch=1):
+    """The generator's batches (an endless stream for training, one pass for validation) with height and width
+    left open; `rebatch` splits each into that many equal batches (one per replica of this worker)."""
     import tensorflow as tf
 
     def spec(array, open_dims=()):
@@ -35,7 +41,13 @@ def variable_size_dataset(generator):
         {"grid": spec(y["grid"], (1, 2)), "seen": spec(y["seen"])},
     )
 
-    def stream():
-        return (generator[i] for i in itertools.count())
+    def batches():
+        numbers = itertools.count() if generator.stream else range(len(generator))
+        return (generator[i] for i in numbers)
 
-    return tf.data.Dataset.from_generator(stream, output_signature=signature).prefetch(1)
+    dataset = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    if not generator.stream:  # a known length, so Keras does not take the end of a pass for data running out
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(generator)))
+    if rebatch > 1:
+        dataset = dataset.rebatch(len(x["input_image"]) // rebatch)
+    return dataset.prefetch(1)

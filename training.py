@@ -6,12 +6,14 @@
 import json
 import os
 import shutil
+import tempfile
 import time
 
 import keras
 from keras import ops
 
 from batches import BatchGenerator
+from cluster import agree
 from config import generator_args, loss_args
 from config_checks import as_hw
 from console import interrupted
@@ -26,7 +28,7 @@ from preprocessing import TargetLayout
 from previews import write_batch_previews, write_validation_mosaics
 from report import write_report
 from run_summary import end_rows, format_block, start_rows
-from runs import best_epoch, new_run_dir, plot_training_curves, record_best_epoch, resume_file
+from runs import PREVIOUS_RESUME, RESUME, best_epoch, new_run_dir, plot_training_curves, record_best_epoch, resume_file
 from stages import TrainingError, fit_stages
 from utils import draw_boxes
 from weight_files import FROM_SCRATCH, atomic_write
@@ -43,6 +45,7 @@ def run_training(config, run_dir=None, verbose=1, callbacks=()):
 
 
 def train_and_report(config, placement, run_dir, verbose, callbacks):
+    config = worker_caches(config, placement)
     train_cfg = config["train"]
     train_set, valid_set, reports = load_data(config)
     check_batch_size(config, len(train_set))
@@ -54,21 +57,15 @@ def train_and_report(config, placement, run_dir, verbose, callbacks):
     cache = image_cache(config, train_set + valid_set)
     train_set, valid_set = drop_unreadable(cache, train_set, valid_set)
     figures = data_figures(config, train_set, valid_set)
-    train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set, cache)
+    train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set, cache, placement.shard)
     if run_dir:
-        _, initial_epoch, first_batch, _ = resume_file(run_dir)
-        if initial_epoch >= train_cfg["nb_epochs"]:
-            raise TrainingError(f"{run_dir} has finished its {train_cfg['nb_epochs']} epochs: --resume {run_dir} "
-                                f"--epochs N (more than {train_cfg['nb_epochs']}) trains it longer")  # fmt: skip
-        at = f"epoch {initial_epoch + 1}/{train_cfg['nb_epochs']}" + (
-            f", batch {first_batch + 1}" if first_batch else ""
-        )
-        print(f"Resuming {run_dir} at {at}." if initial_epoch or first_batch else
-              f"Resuming {run_dir}: it finished no epoch, so it starts again at epoch 1.")  # fmt: skip
-    else:
-        run_dir = start_run_dir(config, yolo)
-    check_free_space(run_dir, yolo)
+        announce_resume(run_dir, train_cfg["nb_epochs"], placement)
     placed = placement.describe(train_cfg["batch_size"], batchnorm)
+    if not placement.is_chief:  # its checkpoints go to a private folder, removed at the end
+        return train_as_worker(config, yolo, placement, placed, run_dir, (train_gen, valid_gen, valid_set, cache),
+                               callbacks)  # fmt: skip
+    run_dir = run_dir or start_run_dir(config, yolo)
+    check_free_space(run_dir, yolo)
     start_block = format_block("run", [*start_rows(config, yolo, figures, reports, len(train_gen), placed),
                                        ("run folder", run_dir)])  # fmt: skip
     print(start_block)
@@ -76,8 +73,52 @@ def train_and_report(config, placement, run_dir, verbose, callbacks):
         write_batch_previews(train_gen, yolo.labels, run_dir)
     if interrupted():  # a Ctrl-C during the preparation that Python swallowed
         raise KeyboardInterrupt
-    fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks)
+    fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, placement)
     return report(yolo, config, valid_set, run_dir, cache, start_block)
+
+
+def worker_caches(config, placement):
+    """The config with this worker's own cache folder when it is not the chief: on a shared disk, workers
+    building the same cache files at once would clash on their temporaries."""
+    if placement.is_chief:
+        return config
+    train = config["train"]
+    shared = train["cache_dir"] or os.path.join(train["runs_dir"], "cache")
+    return {**config, "train": {**train, "cache_dir": os.path.join(shared, f"worker{placement.worker.index}")}}
+
+
+def announce_resume(run_dir, nb_epochs, placement):
+    """Says where a resumed run continues; refuses a finished one, and workers that would start apart."""
+    _, initial_epoch, first_batch, _ = resume_file(run_dir)
+    if initial_epoch >= nb_epochs:
+        raise TrainingError(f"{run_dir} has finished its {nb_epochs} epochs: --resume {run_dir} "
+                            f"--epochs N (more than {nb_epochs}) trains it longer")  # fmt: skip
+    agree(placement.worker, placement.engine_object, initial_epoch, "the epoch to resume at")
+    agree(placement.worker, placement.engine_object, first_batch, "the batch to resume at")
+    at = f"epoch {initial_epoch + 1}/{nb_epochs}" + (f", batch {first_batch + 1}" if first_batch else "")
+    print(f"Resuming {run_dir} at {at}." if initial_epoch or first_batch else
+          f"Resuming {run_dir}: it finished no epoch, so it starts again at epoch 1.")  # fmt: skip
+
+
+def train_as_worker(config, yolo, placement, placed, run_dir, data, callbacks):
+    """A worker other than the chief trains in step with it (the same model, its own rows of every batch, the
+    same mAP figures, so early stopping and the learning-rate restarts agree), but writes nothing the user keeps:
+    its checkpoints and logs go to a private folder (a copy of the resumed run's resume files and best
+    checkpoint) removed at the end. -> None (the chief reports the evaluation)."""
+    train_gen, valid_gen, valid_set, cache = data
+    print(f"Worker {placement.worker.index} of {placement.workers}: {placed}")
+    scratch = tempfile.mkdtemp(prefix=f"yolo-worker{placement.worker.index}-")
+    try:
+        for name in (RESUME, PREVIOUS_RESUME, "history.csv", "best.weights.h5"):
+            if run_dir and os.path.exists(os.path.join(run_dir, name)):
+                shutil.copyfile(os.path.join(run_dir, name), os.path.join(scratch, name))
+        fit_stages(yolo, config, train_gen, valid_gen, valid_set, scratch, cache, 0, callbacks, placement)
+        if os.path.exists(os.path.join(scratch, "best.weights.h5")):  # as the chief's report does: a collective
+            yolo.load_weights(os.path.join(scratch, "best.weights.h5"))  # broadcast, which every worker joins
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print(f"Worker {placement.worker.index} done; the chief (worker 0) writes the run folder and its evaluation.")
+    return None
 
 
 def note_warmup(warmup_images, train_cfg, n_train_images):
@@ -199,10 +240,10 @@ def check_weights(yolo, config):
               "adds trainable detection layers (see README, Your own data).")  # fmt: skip
 
 
-def make_generators(config, yolo, train_set, valid_set, cache):
+def make_generators(config, yolo, train_set, valid_set, cache, shard=(0, 1)):
     layout = TargetLayout.of(yolo)
-    train_gen = BatchGenerator(train_set, layout, **generator_args(config, "train"), cache=cache)
-    valid_gen = BatchGenerator(valid_set, layout, **generator_args(config, "valid"), cache=cache)
+    train_gen = BatchGenerator(train_set, layout, **generator_args(config, "train"), cache=cache, shard=shard)
+    valid_gen = BatchGenerator(valid_set, layout, **generator_args(config, "valid"), cache=cache, shard=shard)
     return train_gen, valid_gen
 
 

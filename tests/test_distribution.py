@@ -112,9 +112,3 @@ def test_a_batch_the_replicas_cannot_share_is_refused_before_training(tmp_path, 
     assert "train.batch_size 5 does not divide among the 2 replicas (cpu:0, cpu:1)" in done.stderr
     assert "use a multiple of 2, e.g. 4" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "runs").exists()  # refused before a run folder was made
-
-
-def test_a_tf_config_is_refused_rather_than_training_a_copy_per_machine(monkeypatch):
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"index": 0}}))
-    with pytest.raises(DeviceError, match="several machines is not supported yet"):
-        place("auto", 16)

@@ -116,6 +116,7 @@ def test_frozen_backend_is_unchanged_by_training_and_head_changes(plain_batches)
     assert not np.allclose(head_before, head.kernel.numpy())
 
 
+@pytest.mark.slow  # several seconds; the quick subset keeps to 3 minutes
 def test_fit_serves_the_runs_batches_in_order_and_a_resumed_fit_continues_them(plain_batches):
     """Keras 3 calls on_epoch_end once before training: batches must still start at `seen` 0, epoch after epoch,
     and a fit resumed at epoch 1 must start at epoch 1's first batch."""
@@ -206,6 +207,7 @@ def test_uint8_and_float_inputs_agree():
     )
 
 
+@pytest.mark.slow  # several seconds; the quick subset keeps to 3 minutes
 def test_inference_model_saves_and_loads_without_custom_objects(tmp_path):
     yolo = YOLO(backend="Full Yolo", input_size=64, labels=["a"], max_box_per_image=2, anchors=[1, 1],
                 load_pretrained=False)  # fmt: skip

@@ -101,6 +101,7 @@ def test_keras_yolo2_full_yolo_checkpoint_warns_about_the_passthrough(tmp_path):
         YOLO("Full Yolo", 64, ["raccoon"], 5, [1, 1], load_pretrained=False).load_weights(path)
 
 
+@pytest.mark.slow  # several seconds; the quick subset keeps to 3 minutes
 def test_backend_and_detector_files_are_not_confused(tmp_path):
     backend = str(tmp_path / "tiny_yolo_backend.h5")
     save_backend_weights(get_backend("Tiny Yolo").build((128, 128, 3)), backend)

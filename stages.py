@@ -120,8 +120,7 @@ def fit(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, 
     stage_callbacks = make_callbacks(config, yolo, valid_set, run_dir, best, initial_epoch, cache, stage_end,
                                      first_batch, len(train_gen))  # fmt: skip
     # BatchGenerator shuffles the images itself (seeded); its batches come in order, epoch after epoch
-    valid_data = fit_data(valid_gen, 0, placement) if placement and placement.worker else valid_gen
-    yolo.model.fit(data, steps_per_epoch=len(train_gen) - first_batch, validation_data=valid_data,
+    yolo.model.fit(data, steps_per_epoch=len(train_gen) - first_batch, validation_data=fit_data(valid_gen, 0, placement),
                    epochs=end_epoch, initial_epoch=initial_epoch, callbacks=stage_callbacks + list(callbacks),
                    verbose=verbose, shuffle=False)  # fmt: skip
 

@@ -329,18 +329,22 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from console import catch_interrupts, interrupted, one_line_warnings, quiet_native_logs
+    from console import catch_interrupts, exit_interrupted, interrupted, one_line_warnings, quiet_native_logs
 
     quiet_native_logs()
     one_line_warnings()
     catch_interrupts()
     try:
         main()
+    except SystemExit as stop:
+        if stop.code == 130:  # an interrupted run, its message printed
+            exit_interrupted()
+        raise
     except Exception:  # a Ctrl-C inside a C extension's import surfaces as its ImportError
         if not interrupted():
             raise
         print("\nInterrupted.", file=sys.stderr)
-        sys.exit(130)
+        exit_interrupted()
     except KeyboardInterrupt:  # before training started (importing, parsing): nothing to save, no traceback
         print("\nInterrupted.", file=sys.stderr)
-        sys.exit(130)
+        exit_interrupted()

@@ -122,7 +122,8 @@ def jax_join():
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes need it; GPUs use NCCL
     keras.distribution.initialize()  # reads the KERAS_DISTRIBUTION_* variables
-    local = [f"{'cpu' if d.platform == 'cpu' else 'gpu'}:{d.id}" for d in jax.local_devices()]
+    # named by their place on this machine, as tf_join does: JAX's ids are global (process 1's CPU is cpu:2048)
+    local = [f"{'cpu' if d.platform == 'cpu' else 'gpu'}:{i}" for i, d in enumerate(jax.local_devices())]
     # Each process hands Keras its own rows of the batch (BatchGenerator's shard): nothing for Keras to split.
     distribution = keras.distribution.DataParallel(devices=jax.devices(), auto_shard_dataset=False)
     return "DataParallel", local, distribution

@@ -164,6 +164,7 @@ def test_two_jax_processes_make_the_one_process_update_and_only_the_chief_writes
     assert code0 == code1 == 0, (chief.get("error"), worker.get("error"))
     assert ("DataParallel over 2 workers x 1 replicas (cpu:0 here; this is worker 0, the chief, which writes the "
             "run folder), global batch 4 = 2 per replica, 2 read by each worker") in chief["device_row"]  # fmt: skip
+    assert "(cpu:0 here; this is worker 1, not the chief: writes nothing)" in worker["device_row"]  # not JAX's cpu:2048
     assert largest_difference({"weights": chief["trained"]}, {"weights": worker["trained"]}) == 0
     assert largest_difference({"weights": chief["trained"]}, {"weights": one["trained"]}) < 1e-5
     for key in ("loss", "coord_loss", "noobj_loss", "val_loss", "val_map50"):

@@ -141,6 +141,12 @@ def file_digest(path, algorithm="sha256"):
     return h.hexdigest()
 
 
+def unknown_weights(name, registry):
+    """`weights download NAME` takes a darknet or a backbone name: a wrong one is told both lists."""
+    known = {**DARKNET_WEIGHTS, **BACKBONE_WEIGHTS, **registry}
+    return DownloadError(f"Unknown weights {name!r}. Available: {', '.join(known)}")
+
+
 def fetch_darknet(name, out_dir="weights", registry=None, progress=True):
     """Downloads the cfg, class names and .weights of `name` into out_dir/darknet/, converts them into
     out_dir (see darknet.convert) and returns the conversion result."""
@@ -148,7 +154,7 @@ def fetch_darknet(name, out_dir="weights", registry=None, progress=True):
 
     registry = DARKNET_WEIGHTS if registry is None else registry
     if name not in registry:
-        raise DownloadError(f"Unknown weights {name!r}. Available: {', '.join(registry)}")
+        raise unknown_weights(name, registry)
     entry, folder = registry[name], os.path.join(out_dir, "darknet")
     cfg = download(entry["cfg"], os.path.join(folder, os.path.basename(entry["cfg"])), progress=False)
     labels = None
@@ -165,7 +171,7 @@ def fetch_backbone(name, out_dir="weights", registry=None, progress=True):
     """Downloads ImageNet backbone weights `name` into out_dir/<its file name> -> (path, the config keys)."""
     registry = BACKBONE_WEIGHTS if registry is None else registry
     if name not in registry:
-        raise DownloadError(f"Unknown weights {name!r}. Available: {', '.join({**DARKNET_WEIGHTS, **registry})}")
+        raise unknown_weights(name, registry)
     entry = registry[name]
     path = download(entry["url"], os.path.join(out_dir, os.path.basename(entry["url"])), entry["sha256"],
                     progress=progress)  # fmt: skip

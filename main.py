@@ -340,11 +340,10 @@ if __name__ == "__main__":
         if stop.code == 130:  # an interrupted run, its message printed
             exit_interrupted()
         raise
-    except Exception:  # a Ctrl-C inside a C extension's import surfaces as its ImportError
+    # A Ctrl-C before training started (importing, parsing): nothing to save, no traceback. Inside a C extension's
+    # import it surfaces as that import's error.
+    except (KeyboardInterrupt, Exception):
         if not interrupted():
             raise
-        print("\nInterrupted.", file=sys.stderr)
-        exit_interrupted()
-    except KeyboardInterrupt:  # before training started (importing, parsing): nothing to save, no traceback
         print("\nInterrupted.", file=sys.stderr)
         exit_interrupted()

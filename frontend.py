@@ -17,7 +17,7 @@ import numpy as np
 
 import weight_files
 from augmentation import network_input
-from backends import check_stride, conv_bn_leaky, freeze_layers, get_backend
+from backends import check_stride, conv_bn_leaky, freeze_layers, get_backend, unfreeze_keeping_batchnorm
 from config import AUTO_HEAD_LAYERS, DEFAULTS, detector_args, loss_args
 from config_checks import as_hw, validate_model
 from custom_layers import GridReshape, GroundTruthPassthrough
@@ -138,9 +138,10 @@ class YOLO:
         return model, keras.Model(image, output, name="yolov2_inference")
 
     def unfreeze_backend(self):
-        """Makes every backend layer trainable (BatchNorm leaves inference mode); recompile afterwards."""
-        self.backend_model.trainable = True
+        """Makes the backend's layers trainable, except its frozen BatchNorm layers (unfreeze_keeping_batchnorm);
+        recompile afterwards. -> how many BatchNorm layers stay frozen."""
         self.freeze_backend = False
+        return unfreeze_keeping_batchnorm(self.backend_model)
 
     def head(self):
         """The layers after the backend that hold weights: head_layers conv-BN pairs, then DetectionLayer."""

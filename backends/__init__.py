@@ -12,7 +12,7 @@ from backends.common import (
     gray_first_layer,
     layers_with_weights,
 )
-from backends.freezing import freeze_layers
+from backends.freezing import freeze_layers, unfreeze_keeping_batchnorm
 
 __all__ = [
     "BACKENDS",
@@ -25,4 +25,5 @@ __all__ = [
     "get_backend",
     "gray_first_layer",
     "layers_with_weights",
+    "unfreeze_keeping_batchnorm",
 ]

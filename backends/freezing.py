@@ -2,6 +2,8 @@
 
 import fnmatch
 
+import keras
+
 from backends.common import BackendError, layers_with_weights
 
 
@@ -33,3 +35,16 @@ def freeze_layers(model, spec, keep_trainable=()):
             frozen.update(matched)
     for layer in layers:
         layer.trainable = layer.name not in frozen
+
+
+def unfreeze_keeping_batchnorm(model):
+    """Every layer of `model` trainable, except the BatchNormalization layers that were frozen: they keep their
+    pretrained statistics and scale in inference mode, as keras.io's fine-tuning guide advises. Switching them to
+    the statistics of small training batches changes every feature the head has learned to read at once."""
+    layers = list(model._flatten_layers(include_self=False))  # parents before their sublayers
+    frozen_norms = {id(layer) for layer in layers if isinstance(layer, keras.layers.BatchNormalization)
+                    and not layer.trainable}  # fmt: skip
+    model.trainable = True  # sets no sublayer when the model itself was already trainable (partly frozen)
+    for layer in layers:
+        layer.trainable = id(layer) not in frozen_norms
+    return len(frozen_norms)

@@ -236,6 +236,17 @@ def test_corrupt_backend_weights_file_is_a_clear_error(tmp_path):
         tiny_detector(backend_weights=str(path))
 
 
+def backend_variables_one_step_changes(yolo):
+    """The paths of the backend variables one training step changes (64 px Tiny Yolo, 2x2 grid)."""
+    before = {v.path: v.numpy().copy() for v in yolo.backend_model.weights}
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)
+    batch = {"input_image": np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
+             "true_boxes": np.zeros((2, 1, 1, 1, 2, 4), np.float32)}  # fmt: skip
+    target = {"grid": np.zeros((2, 2, 2, 1, 6), np.float32), "seen": np.full((2,), 1e9, np.float32)}
+    yolo.model.train_on_batch(batch, target)
+    return {v.path for v in yolo.backend_model.weights if not np.array_equal(v.numpy(), before[v.path])}
+
+
 @pytest.mark.parametrize(
     "spec, frozen",
     [
@@ -249,19 +260,8 @@ def test_freeze_first_layers_or_named_patterns(spec, frozen):
     trainable = {v.path.split("/")[0] for v in yolo.backend_model.trainable_variables}
     all_layers = {v.path.split("/")[0] for v in yolo.backend_model.weights}
     assert trainable == all_layers - frozen
-    before = {v.path: v.numpy().copy() for v in yolo.backend_model.weights}
-    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)
-    batch = {"input_image": np.random.default_rng(0).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8),
-             "true_boxes": np.zeros((2, 1, 1, 1, 2, 4), np.float32)}  # fmt: skip
-    target = {"grid": np.zeros((2, 2, 2, 1, 6), np.float32), "seen": np.full((2,), 1e9, np.float32)}
-    yolo.model.train_on_batch(batch, target)
-    for v in yolo.backend_model.weights:
-        if v.path.split("/")[0] in frozen:  # frozen: kernels and BatchNorm statistics untouched
-            np.testing.assert_array_equal(v.numpy(), before[v.path])
-    changed = {
-        v.path.split("/")[0] for v in yolo.backend_model.weights if not np.array_equal(v.numpy(), before[v.path])
-    }
-    assert changed == all_layers - frozen
+    changed = {path.split("/")[0] for path in backend_variables_one_step_changes(yolo)}
+    assert changed == all_layers - frozen  # frozen: kernels and BatchNorm statistics untouched
 
 
 def test_freeze_pattern_matching_nothing_is_a_clear_error():
@@ -269,3 +269,21 @@ def test_freeze_pattern_matching_nothing_is_a_clear_error():
         UserError, match=r"'conv_99' matches no layer of the backend \(tiny_yolo_backend; its layers: conv_1, norm_1"
     ):
         YOLO("Tiny Yolo", 64, ["a"], 2, [1, 1], freeze_backend=["conv_99"], load_pretrained=False)
+
+
+def test_unfreezing_keeps_the_frozen_batchnorm_layers_in_inference_mode():
+    """Staged fine-tuning (unfreeze_after): kernels start to train; a BatchNorm that was frozen keeps its
+    statistics and scale; one that already trained goes on training."""
+    yolo = YOLO("Tiny Yolo", 64, ["a"], 2, [1, 1], freeze_backend=3, load_pretrained=False)  # conv_1, norm_1, conv_2
+    assert yolo.unfreeze_backend() == 1
+    trainable = {v.path.split("/")[0] for v in yolo.backend_model.trainable_variables}
+    all_layers = {v.path.split("/")[0] for v in yolo.backend_model.weights}
+    assert trainable == all_layers - {"norm_1"}
+    changed = backend_variables_one_step_changes(yolo)
+    assert {path.split("/")[0] for path in changed} == all_layers - {"norm_1"}
+    assert any("norm_2/moving_mean" in path for path in changed)  # a BatchNorm that trained still does
+
+    whole = YOLO("Tiny Yolo", 64, ["a"], 2, [1, 1], load_pretrained=False)  # the default: all frozen
+    assert whole.unfreeze_backend() == 8  # norm_1 .. norm_8
+    x = np.random.default_rng(1).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_array_equal(whole.backend_model(x, training=True), whole.backend_model(x, training=False))

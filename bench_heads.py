@@ -43,13 +43,15 @@ def parse_args(argv):
                    help="instead of the grid: one run with head_layers and learning_rate left to their defaults")  # fmt: skip
     p.add_argument("--unfreeze_after", type=int, default=0, help="--defaults: unfreeze the backbone after N epochs")
     p.add_argument("--unfreeze_factor", type=float, default=0.1, help="--unfreeze_after: the learning-rate factor")
+    p.add_argument("--warmup_images", type=int, help="--defaults: train.warmup_images (default: darknet's 12,800)")
+    p.add_argument("--seed", type=int, default=0, help="train.seed: the 80/20 split, and so the anchors, follow it")
     return p.parse_args(argv)
 
 
 def base_config(args):
     images, annotations = os.path.join(args.data, "images"), os.path.join(args.data, "annotations")
     instances, _ = parse_annotation(annotations, images, args.labels)
-    train, _ = split_train_valid(instances)  # the split main.py makes: anchors from its training part only
+    train, _ = split_train_valid(instances, seed=args.seed)  # main.py's split: anchors from its training part only
     grid = args.input_size // 32
     anchors = to_grid_units(find_anchors(instance_shapes(train), 5)[0], (grid, grid))
     model = {"backend": args.backend, "backend_weights": os.path.abspath(args.weights), "input_size": args.input_size,
@@ -58,7 +60,7 @@ def base_config(args):
         model["backend_options"] = {"alpha": args.alpha}
     train_keys = {"train_image_folder": os.path.abspath(images), "train_annot_folder": os.path.abspath(annotations),
                   "nb_epochs": args.epochs, "batch_size": args.batch_size, "runs_dir": os.path.abspath(args.out),
-                  "prediction_images": 0}  # fmt: skip
+                  "prediction_images": 0, "seed": args.seed}  # fmt: skip
     return {"model": model, "train": train_keys, "valid": {}}
 
 
@@ -107,9 +109,14 @@ def run_defaults(config, tag, args):
     """The same run with head_layers and learning_rate left out (their "auto" defaults), compared with the sweep's
     best cell when the sweep's JSON is there."""
     config["train"].update(unfreeze_after=args.unfreeze_after, unfreeze_learning_rate_factor=args.unfreeze_factor)
-    name = f"{tag}_defaults_{args.epochs}ep" + (
-        f"_unfreeze{args.unfreeze_after}_x{args.unfreeze_factor:g}" if args.unfreeze_after else ""
-    )
+    name = f"{tag}_defaults_{args.epochs}ep"
+    if args.unfreeze_after:
+        name += f"_unfreeze{args.unfreeze_after}_x{args.unfreeze_factor:g}"
+    if args.warmup_images is not None:
+        config["train"]["warmup_images"] = args.warmup_images
+        name += f"_warmup{args.warmup_images}"
+    if args.seed:
+        name += f"_seed{args.seed}"
     map50, wall = run_one(config, name, args.out)
     line = f"{name}: mAP@0.5 {map50:.4f} ({wall / 60:.1f} min)"
     sweep_path = os.path.join(args.out, f"{tag}.json")

@@ -125,8 +125,8 @@ def note_warmup(warmup_images, train_cfg, n_train_images):
     shown = train_cfg["nb_epochs"] * train_cfg["train_times"] * n_train_images
     if warmup_images >= shown / 2:
         print(f"Note: the anchor-prior warm-up (train.warmup_images {warmup_images:,}, darknet's 12,800) covers "
-              f"{min(warmup_images / shown, 1):.0%} of this run's {shown:,} training images shown; lower it for a "
-              "dataset this small.")  # fmt: skip
+              f"{min(warmup_images / shown, 1):.0%} of this run's {shown:,} training images shown; shorter "
+              "warm-ups measured within the run-to-run spread on two small datasets (README: Your own data).")  # fmt: skip
 
 
 def count_trainable(yolo):

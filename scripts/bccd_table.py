@@ -54,7 +54,7 @@ def row_config(data, out, row):
     name, backbone, scratch, freeze, unfreeze_after, head_layers, lr = row
     args = argparse.Namespace(data=data, labels=["RBC", "WBC", "Platelets"], backend=backbone["backend"],
                               weights=backbone.get("weights", "none"), alpha=None, input_size=320, epochs=30,
-                              batch_size=16, out=out)  # fmt: skip
+                              batch_size=16, out=out, seed=0)  # fmt: skip
     config = base_config(args)
     model, train = config["model"], config["train"]
     model.update(freeze_backend=freeze, head_layers=head_layers, backend_options=backbone.get("backend_options", {}))

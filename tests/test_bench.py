@@ -4,8 +4,13 @@ import json
 
 import pytest
 
+import bench_heads
 import main as cli
+from anchors import find_anchors, instance_shapes, to_grid_units
 from bench import bookkeeping
+from config import build_config
+from datasets import load_datasets
+from demo_data import write_split
 
 
 @pytest.mark.slow
@@ -47,3 +52,17 @@ def test_bookkeeping_parses_every_file_and_scores_every_detection():
     result = bookkeeping(n_files=40, n_images=10, n_classes=4, per_image=7)
     assert result["parse_files"] == 40 and result["parse_instances"] == 40 and result["eval_detections"] == 70
     assert result["parse_s"] > 0 and result["eval_s"] > 0
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_bench_heads_anchors_come_from_the_training_part_main_py_will_use(tmp_path, seed):
+    """--seed moves main.py's 80/20 split; the anchors must follow it, or a seed compares different anchors too."""
+    write_split(str(tmp_path / "data"), 20, seed=5, size=(128, 128))
+    args = bench_heads.parse_args(["--data", str(tmp_path / "data"), "--labels", "ellipse", "rectangle", "triangle",
+                                   "--backend", "Tiny Yolo", "--weights", "none", "--input_size", "64",
+                                   "--seed", str(seed), "--out", str(tmp_path / "runs")])  # fmt: skip
+    config = bench_heads.base_config(args)
+    assert config["train"]["seed"] == seed
+    train, _, _ = load_datasets(build_config(config))
+    expected = to_grid_units(find_anchors(instance_shapes(train), 5)[0], (2, 2))
+    assert config["model"]["anchors"] == pytest.approx(expected, abs=1e-9)

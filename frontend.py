@@ -137,6 +137,10 @@ class YOLO:
                                   yolo_loss=self.loss, name="yolov2")  # fmt: skip
         return model, keras.Model(image, output, name="yolov2_inference")
 
+    def parameter_count(self, trainable_only=False):
+        variables = self.model.trainable_variables if trainable_only else self.model.weights
+        return sum(int(keras.ops.size(v)) for v in variables)
+
     def unfreeze_backend(self):
         """Makes the backend's layers trainable, except its frozen BatchNorm layers (unfreeze_keeping_batchnorm);
         recompile afterwards. -> how many BatchNorm layers stay frozen."""

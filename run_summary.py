@@ -5,7 +5,6 @@ import os
 from collections import Counter
 
 import keras
-from keras import ops
 
 from batches import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES
 from config import learning_rate, loss_args
@@ -41,8 +40,7 @@ def start_rows(config, yolo, figures, reports, steps_per_epoch, placement=""):
 def model_text(yolo, config):
     freeze = config["model"]["freeze_backend"]
     state = "frozen" if freeze is True else "trainable" if not freeze else f"partly frozen ({freeze})"
-    trainable = sum(int(ops.size(v)) for v in yolo.model.trainable_variables)
-    total = sum(int(ops.size(v)) for v in yolo.model.weights)
+    trainable, total = yolo.parameter_count(trainable_only=True), yolo.parameter_count()
     weights = yolo.backend_weights or "none, random initialisation"
     gray = ", gray input (1 channel)" if yolo.input_channels == 1 else ""
     return (f"{yolo.backend.name} backbone, {state} (weights: {weights}); {trainable:,} of {total:,} parameters "

@@ -69,7 +69,7 @@ def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, ve
             continue
         if not frozen and yolo.freeze_backend:
             norms = yolo.unfreeze_backend()
-            trainable = sum(int(ops.size(v)) for v in yolo.model.trainable_variables)
+            trainable = yolo.parameter_count(trainable_only=True)
             print(f"Epoch {first + 1}: backend unfrozen, learning rate x{lr_factor:g}; {trainable:,} parameters train"
                   + (f" ({norms} BatchNorm layers keep their pretrained statistics)." if norms else "."))  # fmt: skip
         start = [ops.convert_to_numpy(v) for v in yolo.model.weights]  # the fallback before a first checkpoint

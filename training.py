@@ -10,7 +10,6 @@ import tempfile
 import time
 
 import keras
-from keras import ops
 
 from batches import BatchGenerator
 from cluster import agree
@@ -129,10 +128,6 @@ def note_warmup(warmup_images, train_cfg, n_train_images):
               "warm-ups measured within the run-to-run spread on two small datasets (README: Your own data).")  # fmt: skip
 
 
-def count_trainable(yolo):
-    return sum(int(ops.size(v)) for v in yolo.model.trainable_variables)
-
-
 def load_data(config):
     """-> training and validation instances and their parse reports; prints what was skipped."""
     train_set, valid_set, reports = load_datasets(config)
@@ -182,7 +177,7 @@ def start_run_dir(config, yolo):
 def check_free_space(run_dir, yolo):
     """Refuses to start when the run folder's disk cannot hold one epoch's checkpoints (last, best, resume.h5
     with the optimizer's two moments, and the previous resume.h5), twice over."""
-    needed = 2 * 6 * 4 * sum(int(ops.size(v)) for v in yolo.model.weights)
+    needed = 2 * 6 * 4 * yolo.parameter_count()
     free = shutil.disk_usage(run_dir).free
     if free < needed:
         raise TrainingError(f"{run_dir}: {free / 2**20:.1f} MiB free, and one epoch's checkpoints need about "

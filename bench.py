@@ -2,7 +2,9 @@
 
 For the config's detector (backend, input size, batch, frozen or not) on its training images:
 * pipeline: BatchGenerator alone (augmentation, target encoding) on `workers` threads for 10 x steps batches,
-  img/s, decoding the JPEGs and reading the decode-once cache (its build time and size too);
+  img/s, decoding the JPEGs and reading the decode-once cache (its build time and size too); beside it, the same
+  JPEGs decoded and resized alone on as many threads: what the JPEG path cannot beat on this machine today
+  (shared machines drift by a third from day to day, the ratio much less);
 * step: the bare train step on one batch already converted to backend tensors, img/s;
 * fit: `model.fit` through the whole pipeline, img/s (the second epoch: the first one compiles);
   fit / step says how much the pipeline costs the accelerator;
@@ -17,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import keras
@@ -26,6 +29,7 @@ from backends.report import count_flops
 from batches import BatchGenerator
 from config import compile_args, generator_args, optimizer_args
 from image_cache import open_cache
+from images import decode_image
 from preprocessing import ParseReport, TargetLayout
 from tf_data import fit_data
 from weight_files import atomic_write
@@ -38,6 +42,21 @@ def images_per_second(run, images, repeats):
     for _ in range(repeats):
         run()
     return images * repeats / (time.perf_counter() - start)
+
+
+def decode_rate(instances, out_hw, threads, count):
+    """img/s of decoding `count` of the images and resizing them to `out_hw` on `threads` threads, nothing else."""
+
+    def decode_and_resize(path):
+        image = decode_image(path)
+        return None if image is None else cv2.resize(image, out_hw[::-1])
+
+    files = [instances[i % len(instances)]["filename"] for i in range(count)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(decode_image, files[:threads]))  # thread start-up and file cache, untimed
+        start = time.perf_counter()
+        list(pool.map(decode_and_resize, files))
+    return count / (time.perf_counter() - start)
 
 
 def pipeline_rate(generator, steps):
@@ -71,7 +90,9 @@ def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_run
         cache_figures = {"cache_build_s": time.perf_counter() - start, "cache_mib": cache.nbytes() / 2**20}
         from_cache = BatchGenerator(instances, layout, **train_args, cache=cache)
         pipelines = {"pipeline_img_s": pipeline_rate(from_jpeg, 10 * steps),
-                     "pipeline_cache_img_s": pipeline_rate(from_cache, 10 * steps)}  # fmt: skip
+                     "pipeline_cache_img_s": pipeline_rate(from_cache, 10 * steps),
+                     "decode_img_s": decode_rate(instances, layout.input_hw, train_args["workers"],
+                                                 10 * steps * from_jpeg.batch_size)}  # fmt: skip
         # fit reads images as training does: through the cache when train.cache_images is on
         training = train_step_and_fit(yolo, config, from_cache if config["train"]["cache_images"] else from_jpeg, steps)
         del cache, from_cache  # the memory map is closed before its folder goes
@@ -145,7 +166,6 @@ def detection_cost(yolo, instances, batch=8, repeats=5):
     `repeats` runs, the two passes taking turns, so a slower moment of the machine does not land on one."""
     from augmentation import network_input
     from evaluate import AP_SCORE_FLOOR
-    from images import decode_image
 
     images = [decode_image(i["filename"]) for i in instances[:batch]]
     x = np.stack([network_input(im, (yolo.input_h, yolo.input_w), yolo.input_channels) for im in images])
@@ -213,9 +233,12 @@ def format_bench(result):
              f"({result['trainable_parameters']:,} trainable parameters), {result['precision']}, XLA "
              f"{'on' if result['jit_compile'] else 'off'}, Keras on {result['keras_backend']}, "
              f"{result['images']} training images, {result['workers']} loader threads",
-             f"{'input pipeline alone (JPEG)':<34}{result['pipeline_img_s']:>10.1f} img/s",
+             f"{'JPEG decode + resize alone':<34}{result['decode_img_s']:>10.1f} img/s   this machine's speed today",
+             f"{'input pipeline alone (JPEG)':<34}{result['pipeline_img_s']:>10.1f} img/s   "
+             f"{result['pipeline_img_s'] / result['decode_img_s']:.2f} x decode alone",
              f"{'input pipeline alone (cache)':<34}{result['pipeline_cache_img_s']:>10.1f} img/s   cache built in "
-             f"{result['cache_build_s']:.1f} s, {result['cache_mib']:.1f} MiB",
+             f"{result['cache_build_s']:.1f} s, {result['cache_mib']:.1f} MiB; "
+             f"{result['pipeline_cache_img_s'] / result['decode_img_s']:.2f} x decode alone",
              f"{'train step, synthetic batch':<34}{result['step_img_s']:>10.1f} img/s"
              f"{result['training_tflop_s']:>10.3f} TFLOP/s",
              f"{'fit through the pipeline':<34}{result['fit_img_s']:>10.1f} img/s   fit / step "

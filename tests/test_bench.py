@@ -24,8 +24,9 @@ def test_bench_reports_consistent_figures(tmp_path, capsys, demo_like_config):
     assert json.loads((tmp_path / "out" / "bench.json").read_text()) == result
     out = capsys.readouterr().out
     assert "input pipeline alone" in out and "fit / step" in out and "latency, batch 1" in out
-    for key in ("pipeline_img_s", "step_img_s", "fit_img_s", "inference_img_s", "latency_ms"):
+    for key in ("pipeline_img_s", "decode_img_s", "step_img_s", "fit_img_s", "inference_img_s", "latency_ms"):
         assert result[key] > 0, key
+    assert f"{result['pipeline_img_s'] / result['decode_img_s']:.2f} x decode alone" in out
     assert abs(result["fit_over_step"] - result["fit_img_s"] / result["step_img_s"]) < 1e-9
     # frozen MobileNet 0.25 at 64 px: only the 1x1 head trains, 2 x 2 cells x 256 inputs x 2 anchors x (5 + 3)
     head_flops = 2 * (2 * 2) * 256 * (2 * 8)

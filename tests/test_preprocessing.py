@@ -165,22 +165,33 @@ def reference_distort_hsv(image, dhue, dsat, dexp):
     return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def test_distort_hsv_is_bit_identical_to_the_plain_version():
+def test_distort_hsv_stays_within_8_bit_rounding_of_darknets_float_version():
+    """distort_hsv works on 8-bit HSV (256 hue steps); the float32 reference is darknet's. At full saturation one hue
+    step is 6 levels of a channel (6 x 256 levels round the circle), so two steps and S/V rounding bound a pixel's
+    difference; on average it is about a level (measured here: mean 0.78, worst image 1.87, max 12)."""
     from augmentation import distort_hsv
 
+    def difference(image, draws):
+        return np.abs(distort_hsv(image, *draws).astype(int) - reference_distort_hsv(image, *draws))
+
     rng = np.random.default_rng(5)
+    means = []
     for k in range(60):
         image = rng.integers(0, 256, (int(rng.integers(1, 90)), int(rng.integers(1, 90)), 3), dtype=np.uint8)
         if k % 3 == 0:  # saturated and gray pixels, where the clipping and the hue wrap matter
             image[::2] = rng.choice([0, 255], size=image[::2].shape).astype(np.uint8)
             image[1::4] = image[1::4, :, :1]
         draws = (float(rng.uniform(-0.5, 0.5)), float(rng.uniform(1 / 3, 3)), float(rng.uniform(1 / 3, 3)))
-        np.testing.assert_array_equal(
-            distort_hsv(image, *draws), reference_distort_hsv(image, *draws), err_msg=str(draws)
-        )
+        diff = difference(image, draws)
+        means.append(diff.mean())
+        assert diff.mean() <= 2.5 and diff.max() <= 16, (draws, diff.mean(), diff.max())
+    assert np.mean(means) <= 1.0, np.mean(means)
     image = rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)
     for draws in ((0.5, 1.0, 1.0), (-0.5, 1.0, 1.0), (0.0, 10.0, 10.0), (0.1, 0.0, 0.0)):  # both wraps, clips, zero
-        np.testing.assert_array_equal(distort_hsv(image, *draws), reference_distort_hsv(image, *draws))
+        assert difference(image, draws).max() <= 16, draws
+    primaries = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0]]], np.uint8)
+    for dhue in (1 / 3, -1 / 3, 1 / 6):  # red -> green -> blue -> red round the circle, and the wrap backwards
+        assert difference(primaries, (dhue, 1.0, 1.0)).max() <= 9, dhue
 
 
 def test_resize_maps_boxes_for_any_aspect():

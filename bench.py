@@ -1,10 +1,11 @@
 """`python main.py bench`: where training and inference time goes on this machine, as a table and JSON.
 
 For the config's detector (backend, input size, batch, frozen or not) on its training images:
-* pipeline: BatchGenerator alone (augmentation, target encoding) on `workers` threads for 10 x steps batches,
-  img/s, decoding the JPEGs and reading the decode-once cache (its build time and size too); beside it, the same
-  JPEGs decoded and resized alone on as many threads: what the JPEG path cannot beat on this machine today
-  (shared machines drift by a third from day to day, the ratio much less);
+* pipeline: BatchGenerator alone (augmentation, target encoding) on `workers` loaders (train.loader: processes
+  or threads) for 10 x steps batches, img/s, decoding the JPEGs and reading the decode-once cache (its build time
+  and size too), and from the cache with the other kind of loader; beside them, the same JPEGs decoded and resized
+  alone on as many threads: this machine's speed today (shared machines drift by a third from day to day, the
+  ratios much less);
 * step: the bare train step on one batch already converted to backend tensors, img/s;
 * fit: `model.fit` through the whole pipeline, img/s (the second epoch: the first one compiles);
   fit / step says how much the pipeline costs the accelerator;
@@ -59,14 +60,20 @@ def decode_rate(instances, out_hw, threads, count):
     return count / (time.perf_counter() - start)
 
 
+def loader_kind(generator):
+    """What made a stream's batches ahead: "processes" or "threads" (processes fall back to threads where the
+    shared memory is too small)."""
+    return "processes" if generator.processes else "threads"
+
+
 def pipeline_rate(generator, steps):
-    """Batches read in order from a training stream, as fit reads them (it loads ahead on its own threads),
-    after untimed first batches: the first one of each thread allocates its buffers."""
+    """Batches read in order from a training stream, as fit reads them (it loads ahead on its own loaders),
+    after untimed first batches: the first one of each loader allocates its buffers (processes start)."""
     generator.set_epoch(0)
-    for i in range(generator.threads):
+    for i in range(generator.loaders):
         generator[i]
     start = time.perf_counter()
-    for i in range(generator.threads, generator.threads + steps):
+    for i in range(generator.loaders, generator.loaders + steps):
         generator[i]
     return steps * generator.batch_size / (time.perf_counter() - start)
 
@@ -89,13 +96,19 @@ def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_run
         cache = open_cache([i["filename"] for i in instances], cache_dir, train_args["workers"], progress=False)
         cache_figures = {"cache_build_s": time.perf_counter() - start, "cache_mib": cache.nbytes() / 2**20}
         from_cache = BatchGenerator(instances, layout, **train_args, cache=cache)
+        other_loader = BatchGenerator(instances, layout, **{**train_args, "processes": not train_args["processes"]},
+                                      cache=cache)  # fmt: skip
         pipelines = {"pipeline_img_s": pipeline_rate(from_jpeg, 10 * steps),
                      "pipeline_cache_img_s": pipeline_rate(from_cache, 10 * steps),
+                     "pipeline_cache_other_loader_img_s": pipeline_rate(other_loader, 10 * steps),
+                     "loader": loader_kind(from_cache), "other_loader": loader_kind(other_loader),
                      "decode_img_s": decode_rate(instances, layout.input_hw, train_args["workers"],
                                                  10 * steps * from_jpeg.batch_size)}  # fmt: skip
+        from_jpeg.close(), other_loader.close()
         # fit reads images as training does: through the cache when train.cache_images is on
         training = train_step_and_fit(yolo, config, from_cache if config["train"]["cache_images"] else from_jpeg, steps)
-        del cache, from_cache  # the memory map is closed before its folder goes
+        from_cache.close()
+        del cache, from_cache, other_loader  # the memory map is closed before its folder goes
     inference = inference_rates(yolo, (*layout.input_hw, layout.channels), inference_batch, latency_runs)
     forward = count_flops(yolo.inference_model)
     training_flops = forward + 2 * count_flops(yolo.inference_model, trainable_only=True)
@@ -232,13 +245,16 @@ def format_bench(result):
              f"{result['batch_size']}, freeze_backend {result['freeze_backend']} "
              f"({result['trainable_parameters']:,} trainable parameters), {result['precision']}, XLA "
              f"{'on' if result['jit_compile'] else 'off'}, Keras on {result['keras_backend']}, "
-             f"{result['images']} training images, {result['workers']} loader threads",
+             f"{result['images']} training images, {result['workers']} loader {result['loader']}",
              f"{'JPEG decode + resize alone':<34}{result['decode_img_s']:>10.1f} img/s   this machine's speed today",
              f"{'input pipeline alone (JPEG)':<34}{result['pipeline_img_s']:>10.1f} img/s   "
              f"{result['pipeline_img_s'] / result['decode_img_s']:.2f} x decode alone",
              f"{'input pipeline alone (cache)':<34}{result['pipeline_cache_img_s']:>10.1f} img/s   cache built in "
              f"{result['cache_build_s']:.1f} s, {result['cache_mib']:.1f} MiB; "
              f"{result['pipeline_cache_img_s'] / result['decode_img_s']:.2f} x decode alone",
+             f"{'  the same with loader ' + result['other_loader']:<34}"
+             f"{result['pipeline_cache_other_loader_img_s']:>10.1f} img/s   {result['loader']} / {result['other_loader']} "
+             f"{result['pipeline_cache_img_s'] / result['pipeline_cache_other_loader_img_s']:.2f}",
              f"{'train step, synthetic batch':<34}{result['step_img_s']:>10.1f} img/s"
              f"{result['training_tflop_s']:>10.3f} TFLOP/s",
              f"{'fit through the pipeline':<34}{result['fit_img_s']:>10.1f} img/s   fit / step "

@@ -12,6 +12,19 @@ class ArgumentParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def loaders(value):
+    """--workers: a positive whole number, or "auto"."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f'train.workers must be a positive whole number or "auto", got {value!r}')
+    return number
+
+
 def parse_args(argv):
     p = ArgumentParser(description="Train a YOLOv2 detector (settings in a keras-yolo2 style config.json).")
     p.add_argument(
@@ -42,7 +55,10 @@ def parse_args(argv):
     p.add_argument("--input_size", type=int, help="network input side, a multiple of 32 (model.input_size)")
     p.add_argument("--backend", help="backend name, e.g. 'Full Yolo', 'Tiny Yolo', SqueezeNet, MobileNet")
     p.add_argument("--optimizer", choices=["adam", "sgd"], help="adam (default) or darknet's sgd")
-    p.add_argument("--workers", type=int, help="data loading threads")
+    p.add_argument(
+        "--workers", type=loaders, help='training batch loaders (train.workers; "auto": one per core but one)'
+    )
+    p.add_argument("--loader", choices=["processes", "threads"], help="what the loaders are (train.loader)")
     p.add_argument("--devices", help='train on: "auto" (every GPU), "cpu", or GPUs such as 0,1 (train.devices)')
     p.add_argument("--name", help="run name: results go to runs/<name>")
     p.add_argument("--pretrained_weights", help="full detector weights to start from")

@@ -8,6 +8,7 @@ project adds follow the same snake_case style; thresholds are all `<what>_thresh
 import copy
 import difflib
 import json
+import os
 import warnings
 
 from config_checks import ConfigError, validate
@@ -89,7 +90,7 @@ DEFAULTS = {
         "saturation": 1.5,
         "exposure": 1.5,
         "flip": True,
-        # darknet's random=1: new square input sides within multi_scale_sizes (batches.multi_scale_side)
+        # darknet's random=1: new square input sides within multi_scale_sizes (batch_maker.multi_scale_side)
         "multi_scale": False,
         "multi_scale_sizes": [320, 608],
         "early_stopping_patience": 0,
@@ -100,7 +101,10 @@ DEFAULTS = {
         "unfreeze_learning_rate_factor": 0.1,
         "runs_dir": "runs",
         "run_name": "",
-        "workers": 2,
+        # loaders making training batches ahead: "auto" is one per core but one (at least 2)
+        "workers": "auto",
+        # "processes" (no GIL between them: batch_processes.py) or "threads"
+        "loader": "processes",
         # "auto": every GPU here (data-parallel; batch_size is the global batch), "cpu", or GPUs such as "0,1"
         "devices": "auto",
         # BatchNorm statistics over the global batch under tf.distribute (JAX's DataParallel always uses them)
@@ -206,7 +210,7 @@ def apply_overrides(config, args):
 FLAGS = {
     "model": {"input_size": "input_size", "backend": "backend", "freeze_backend": "freeze_backend"},
     "train": {"epochs": "nb_epochs", "batch_size": "batch_size", "learning_rate": "learning_rate",
-              "optimizer": "optimizer", "workers": "workers", "devices": "devices", "name": "run_name",
+              "optimizer": "optimizer", "workers": "workers", "loader": "loader", "devices": "devices", "name": "run_name",
               "pretrained_weights": "pretrained_weights", "download": "download_data", "multi_scale": "multi_scale"},
     "valid": {"score_threshold": "score_threshold", "nms_threshold": "nms_threshold"},
 }  # fmt: skip
@@ -264,15 +268,25 @@ def multi_scale_sizes(config):
     return tuple(config["train"]["multi_scale_sizes"]) if config["train"]["multi_scale"] else None
 
 
+def loader_count(config):
+    """train.workers as a number: "auto" is one loader per core this process may use, but one for the train step,
+    and at least 2."""
+    workers = config["train"]["workers"]
+    if workers != "auto":
+        return workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(2, cores - 1)
+
+
 def generator_args(config, split):
     """BatchGenerator(instances, layout, **generator_args(config, "train" | "valid")); validation batches are
     always at model.input_size."""
     train = config["train"]
-    common = {"batch_size": train["batch_size"], "workers": train["workers"], "seed": train["seed"]}
+    common = {"batch_size": train["batch_size"], "workers": loader_count(config), "seed": train["seed"]}
     if split == "train":
         return {**common, "times": train["train_times"], "augmentation": augmentation_args(config), "shuffle": True,
                 "count_seen": True, "multi_scale": multi_scale_sizes(config), "epochs": train["nb_epochs"],
-                "stream": True}  # fmt: skip
+                "stream": True, "processes": train["loader"] == "processes"}  # fmt: skip
     return {**common, "times": config["valid"]["valid_times"], "augmentation": None, "shuffle": False,
             "count_seen": False, "multi_scale": None, "epochs": 1, "stream": False}  # fmt: skip
 

@@ -27,6 +27,7 @@ CHECKS = {
     "a whole number (0 turns it off)": lambda v: _whole(v) and v >= 0,
     "a whole number of at least 0": lambda v: _whole(v) and v >= 0,
     'a whole number, or "auto"': lambda v: v == "auto" or (_whole(v) and v >= 0),
+    'a positive whole number, or "auto"': lambda v: v == "auto" or (_whole(v) and v > 0),
     "a positive number": lambda v: _number(v) and v > 0,
     'a positive number, or "auto"': lambda v: v == "auto" or (_number(v) and v > 0),
     "a number of at least 0": lambda v: _number(v) and v >= 0,
@@ -52,9 +53,10 @@ CHECKS = {
 
 KINDS = {
     "a positive whole number": [("model", "max_box_per_image"), ("model", "head_filters"), ("train", "batch_size"),
-                              ("train", "nb_epochs"), ("train", "train_times"), ("train", "workers"),
+                              ("train", "nb_epochs"), ("train", "train_times"),
                               ("valid", "valid_times"), ("valid", "max_detections")],
     'a whole number, or "auto"': [("model", "head_layers")],
+    'a positive whole number, or "auto"': [("train", "workers")],
     "a whole number (0 turns it off)": [("train", "unfreeze_after"), ("train", "burn_in"),
                                       ("train", "early_stopping_patience"), ("train", "checkpoint_every"),
                                       ("valid", "map_every")],
@@ -97,6 +99,7 @@ CHOICES = {
     ("model", "input_channels"): (3, 1),
     ("train", "optimizer"): ("adam", "sgd"),
     ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
+    ("train", "loader"): ("processes", "threads"),
     ("train", "jit_compile"): ("auto", True, False),
     ("train", "run_eagerly"): (False, True),
     ("train", "sync_batchnorm"): (False, True),

@@ -18,7 +18,6 @@ import numpy as np
 from tqdm import tqdm
 
 from images import decode_image
-from weight_files import atomic_write
 
 MAX_SIDE = 1024
 FORMAT = 1  # bump when the layout changes: old caches are then rebuilt
@@ -34,6 +33,10 @@ class ImageCache:
         self.entries = {path: (offset, tuple(shape)) for path, offset, shape in index["images"]}
         size = index["bytes"]
         self.pixels = np.memmap(os.path.join(folder, "pixels.u8"), np.uint8, "r", shape=(size,)) if size else None
+
+    def __reduce__(self):
+        """Pickled as its folder (loader processes open the memory map themselves), never as its pixels."""
+        return ImageCache, (self.folder,)
 
     def __contains__(self, path):
         return path in self.entries
@@ -97,6 +100,8 @@ def _decode_for_cache(path):
 def build_cache(paths, folder, workers=2, progress=True):
     """Decodes `paths` in parallel and appends the pixels in order; the index is written last, so a cut-off
     build is never taken for a finished one."""
+    from weight_files import atomic_write  # here: weight_files imports Keras, which loader processes do without
+
     os.makedirs(folder, exist_ok=True)
     images, offset = [], 0
     with (

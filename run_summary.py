@@ -6,8 +6,8 @@ from collections import Counter
 
 import keras
 
-from batches import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES
-from config import learning_rate, loss_args
+from batch_maker import MULTI_SCALE_EVERY, MULTI_SCALE_FINAL_BATCHES
+from config import generator_args, learning_rate, loss_args
 from data_check import short_summary
 
 RULE_WIDTH = 78
@@ -24,7 +24,7 @@ def format_block(title, rows):
 
 
 def start_rows(config, yolo, figures, reports, steps_per_epoch, placement=""):
-    """-> [(name, text)]: data, model, head, schedule, device. `figures` are data_check.summarize's per split;
+    """-> [(name, text)]: data, model, head, schedule, device, loaders. `figures` are data_check.summarize's per split;
     `placement` says how the batch is spread over the devices (distribution.Placement.describe)."""
     rows = [(split, short_summary(split, f).removeprefix(f"[{split}] ")) for split, f in figures.items()]
     skipped = sum(len(r.skipped_files) for r in reports.values())
@@ -33,8 +33,17 @@ def start_rows(config, yolo, figures, reports, steps_per_epoch, placement=""):
     rows.append(("skipped", f"{skipped} annotation files, {bad_lines} label lines{listed}"))
     rows += [("model", model_text(yolo, config)), ("head", head_text(yolo)),
              ("schedule", schedule_text(config, steps_per_epoch, figures["train"]["images"])),
-             ("device", device_text() + (f"; {placement}" if placement else ""))]  # fmt: skip
+             ("device", device_text() + (f"; {placement}" if placement else "")),
+             ("loaders", loaders_text(config))]  # fmt: skip
     return rows
+
+
+def loaders_text(config):
+    args = generator_args(config, "train")
+    if args["workers"] < 2:
+        return "training batches made between steps, in the training process (train.workers 1)"
+    kind = "processes" if args["processes"] else "threads"
+    return f"{args['workers']} {kind} make the training batches ahead (train.workers, train.loader)"
 
 
 def model_text(yolo, config):

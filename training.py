@@ -3,6 +3,7 @@
 `run_training(config, run_dir)` is the whole job main.py runs; the helpers below it are its stages.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import keras
 
 from batches import BatchGenerator
 from cluster import agree
-from config import generator_args, loss_args
+from config import generator_args, loader_count, loss_args
 from config_checks import as_hw
 from console import interrupted
 from data_check import summarize
@@ -57,22 +58,23 @@ def train_and_report(config, placement, run_dir, verbose, callbacks):
     train_set, valid_set = drop_unreadable(cache, train_set, valid_set)
     figures = data_figures(config, train_set, valid_set)
     train_gen, valid_gen = make_generators(config, yolo, train_set, valid_set, cache, placement.shard)
-    if run_dir:
-        announce_resume(run_dir, train_cfg["nb_epochs"], placement)
-    placed = placement.describe(train_cfg["batch_size"], batchnorm)
-    if not placement.is_chief:  # its checkpoints go to a private folder, removed at the end
-        return train_as_worker(config, yolo, placement, placed, run_dir, (train_gen, valid_gen, valid_set, cache),
-                               callbacks)  # fmt: skip
-    run_dir = run_dir or start_run_dir(config, yolo)
-    check_free_space(run_dir, yolo)
-    start_block = format_block("run", [*start_rows(config, yolo, figures, reports, len(train_gen), placed),
-                                       ("run folder", run_dir)])  # fmt: skip
-    print(start_block)
-    if not os.path.exists(os.path.join(run_dir, "train_batch0.jpg")):  # the first batches with their targets drawn
-        write_batch_previews(train_gen, yolo.labels, run_dir)
-    if interrupted():  # a Ctrl-C during the preparation that Python swallowed
-        raise KeyboardInterrupt
-    fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, placement)
+    with contextlib.closing(train_gen):  # its loader processes and their shared memory go with training
+        if run_dir:
+            announce_resume(run_dir, train_cfg["nb_epochs"], placement)
+        placed = placement.describe(train_cfg["batch_size"], batchnorm)
+        if not placement.is_chief:  # its checkpoints go to a private folder, removed at the end
+            return train_as_worker(config, yolo, placement, placed, run_dir, (train_gen, valid_gen, valid_set, cache),
+                                   callbacks)  # fmt: skip
+        run_dir = run_dir or start_run_dir(config, yolo)
+        check_free_space(run_dir, yolo)
+        start_block = format_block("run", [*start_rows(config, yolo, figures, reports, len(train_gen), placed),
+                                           ("run folder", run_dir)])  # fmt: skip
+        print(start_block)
+        if not os.path.exists(os.path.join(run_dir, "train_batch0.jpg")):  # the first batches with their targets drawn
+            write_batch_previews(train_gen, yolo.labels, run_dir)
+        if interrupted():  # a Ctrl-C during the preparation that Python swallowed
+            raise KeyboardInterrupt
+        fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, verbose, callbacks, placement)
     return report(yolo, config, valid_set, run_dir, cache, start_block)
 
 
@@ -250,7 +252,7 @@ def image_cache(config, instances):
     start = time.perf_counter()
     cache_dir = train_cfg["cache_dir"] or os.path.join(train_cfg["runs_dir"], "cache")
     try:
-        cache = open_cache([i["filename"] for i in instances], cache_dir, train_cfg["workers"])
+        cache = open_cache([i["filename"] for i in instances], cache_dir, loader_count(config))
     except OSError as e:  # a read-only or full cache_dir: decode every epoch instead
         print(f"Note: no image cache ({cache_dir}: {e.strerror or e}); images are decoded every epoch.")
         return None

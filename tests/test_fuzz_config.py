@@ -19,6 +19,7 @@ BAD_BY_KIND = {
     "a whole number (0 turns it off)": [-1, 1.5, "5", None],
     "a whole number of at least 0": [-1, 0.5, "x"],
     'a whole number, or "auto"': [-1, 1.5, "three", None],
+    'a positive whole number, or "auto"': [0, -2, 1.5, "many", None, True],
     "a positive number": [0, -0.1, "x", None, float("nan"), float("inf")],
     'a positive number, or "auto"': [0, -1e-3, "fast", float("nan"), float("inf"), None],
     "a number of at least 0": [-1, "x", float("nan")],

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from conftest import SHAPES_JPG, run_under_jax
 
-import batches
-from batches import BatchGenerator, multi_scale_side
+import batch_maker
+from batch_maker import multi_scale_side
+from batches import BatchGenerator
 from config import ConfigError, build_config, generator_args
 from custom_layers import Reorg
 from frontend import YOLO
@@ -36,7 +37,7 @@ def _generator(layout, multi_scale, epochs=1, times=1, stream=True):
 
 
 def test_multi_scale_batches_equal_those_of_a_detector_built_at_that_size(monkeypatch):
-    monkeypatch.setattr(batches, "MULTI_SCALE_FINAL_BATCHES", 0)
+    monkeypatch.setattr(batch_maker, "MULTI_SCALE_FINAL_BATCHES", 0)
     layout = TargetLayout(["a"], (128, 128), (4, 4), [1.0, 1.0, 2.0, 3.0], 4, 3)
     multi = _generator(layout, (64, 256), epochs=1, times=200)
     seen_sides = set()
@@ -96,7 +97,7 @@ def count_loss_traces(yolo):
 def test_multi_scale_fit_trains_at_each_size_and_traces_once_not_per_switch(monkeypatch):
     from tf_data import fit_data
 
-    monkeypatch.setattr(batches, "MULTI_SCALE_FINAL_BATCHES", 0)
+    monkeypatch.setattr(batch_maker, "MULTI_SCALE_FINAL_BATCHES", 0)
     yolo = YOLO("MobileNet", 96, ["a"], 4, [1.0, 1.0, 2.0, 3.0], backend_options={"alpha": 0.25},
                 load_pretrained=False, freeze_backend=False, multi_scale=(64, 160))  # fmt: skip
     train = _generator(TargetLayout.of(yolo), yolo.multi_scale, times=60)  # 60 batches: 96 96 128 160 160 128
@@ -122,9 +123,9 @@ import json, sys, warnings
 warnings.filterwarnings("ignore")
 import keras
 sys.path.insert(0, "tests")
-import batches
+import batch_maker
 import preprocessing
-batches.MULTI_SCALE_FINAL_BATCHES = 0
+batch_maker.MULTI_SCALE_FINAL_BATCHES = 0
 import test_multi_scale as t
 from frontend import YOLO
 yolo = YOLO("MobileNet", 96, ["a"], 4, [1.0, 1.0, 2.0, 3.0], backend_options={"alpha": 0.25},
@@ -133,7 +134,7 @@ train = t._generator(preprocessing.TargetLayout.of(yolo), yolo.multi_scale, time
 traced = t.count_loss_traces(yolo)
 yolo.model.compile(optimizer=keras.optimizers.Adam(1e-3))
 loss = yolo.model.fit(train, steps_per_epoch=len(train), epochs=1, verbose=0).history["loss"][0]
-sides = [batches.multi_scale_side(i, yolo.multi_scale, len(train), train.seed) for i in range(len(train))]
+sides = [batch_maker.multi_scale_side(i, yolo.multi_scale, len(train), train.seed) for i in range(len(train))]
 print(json.dumps({"traced": [list(s) for s in traced], "sides": sides, "loss": loss}))
 """
 

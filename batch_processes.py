@@ -1,7 +1,7 @@
 """Loader processes: training batches built by worker processes straight into shared memory.
 
 Loader threads share one interpreter, and the Python between OpenCV's calls (drawing an image's augmentation, its
-boxes, its targets, about a third of an image's time) holds the GIL: threads cannot pass about 1 / that time however
+boxes, its targets: 40% of a cached image's time here) holds the GIL: threads cannot pass about 1 / that time however
 many cores the machine has. Processes have no GIL between them. Each one gets the BatchMaker's settings once, opens
 the image cache's memory map itself, and writes the batch numbers it is given into a slot of one shared buffer; the
 main process copies a finished batch out, frees its slot and hands the batch to fit. A batch is a function of its
@@ -56,7 +56,7 @@ class BatchProcesses:
         self.sizes = maker.buffer_sizes()
         self.slot_bytes = sum(self.sizes.values())
         self.slots = slots
-        self.labels = [instance["filename"] for instance in maker.instances]
+        self.filenames = [instance["filename"] for instance in maker.instances]
         context = multiprocessing.get_context("spawn")
         self.memory = shared_memory.SharedMemory(create=True, size=self.slots * self.slot_bytes)
         self.tasks, self.results = context.Queue(), context.Queue()
@@ -145,7 +145,7 @@ class BatchProcesses:
             return
         _, batch, slot, shapes, seen, bad = message
         for index in sorted(set(bad) - self.bad_images):
-            warnings.warn(f"Unreadable image skipped: {self.labels[index]}", stacklevel=3)
+            warnings.warn(f"Unreadable image skipped: {self.filenames[index]}", stacklevel=3)
         self.bad_images |= set(bad)
         if slot in self.stale:
             self.stale.discard(slot)

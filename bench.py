@@ -98,13 +98,15 @@ def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_run
         from_cache = BatchGenerator(instances, layout, **train_args, cache=cache)
         other_loader = BatchGenerator(instances, layout, **{**train_args, "processes": not train_args["processes"]},
                                       cache=cache)  # fmt: skip
-        pipelines = {"pipeline_img_s": pipeline_rate(from_jpeg, 10 * steps),
-                     "pipeline_cache_img_s": pipeline_rate(from_cache, 10 * steps),
-                     "pipeline_cache_other_loader_img_s": pipeline_rate(other_loader, 10 * steps),
-                     "loader": loader_kind(from_cache), "other_loader": loader_kind(other_loader),
-                     "decode_img_s": decode_rate(instances, layout.input_hw, train_args["workers"],
+        # decoding alone first: loaders go on making batches ahead for a moment after they are last asked
+        pipelines = {"decode_img_s": decode_rate(instances, layout.input_hw, train_args["workers"],
                                                  10 * steps * from_jpeg.batch_size)}  # fmt: skip
-        from_jpeg.close(), other_loader.close()
+        for name, generator in [("pipeline_img_s", from_jpeg), ("pipeline_cache_other_loader_img_s", other_loader),
+                                ("pipeline_cache_img_s", from_cache)]:  # fmt: skip
+            pipelines[name] = pipeline_rate(generator, 10 * steps)
+            if generator is not from_cache:  # fit goes on with that one
+                generator.close()
+        pipelines |= {"loader": loader_kind(from_cache), "other_loader": loader_kind(other_loader)}
         # fit reads images as training does: through the cache when train.cache_images is on
         training = train_step_and_fit(yolo, config, from_cache if config["train"]["cache_images"] else from_jpeg, steps)
         from_cache.close()

@@ -58,7 +58,7 @@ def parse_args(argv):
     p.add_argument(
         "--workers", type=loaders, help='training batch loaders (train.workers; "auto": one per core but one)'
     )
-    p.add_argument("--loader", choices=["processes", "threads"], help="what the loaders are (train.loader)")
+    p.add_argument("--loader", choices=["auto", "processes", "threads"], help="what the loaders are (train.loader)")
     p.add_argument("--devices", help='train on: "auto" (every GPU), "cpu", or GPUs such as 0,1 (train.devices)')
     p.add_argument("--name", help="run name: results go to runs/<name>")
     p.add_argument("--pretrained_weights", help="full detector weights to start from")

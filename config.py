@@ -103,8 +103,8 @@ DEFAULTS = {
         "run_name": "",
         # loaders making training batches ahead: "auto" is one per core but one (at least 2)
         "workers": "auto",
-        # "processes" (no GIL between them: batch_processes.py) or "threads"
-        "loader": "processes",
+        # "processes" (no GIL between them: batch_processes.py), "threads", or "auto": processes from 3 loaders on
+        "loader": "auto",
         # "auto": every GPU here (data-parallel; batch_size is the global batch), "cpu", or GPUs such as "0,1"
         "devices": "auto",
         # BatchNorm statistics over the global batch under tf.distribute (JAX's DataParallel always uses them)
@@ -278,6 +278,14 @@ def loader_count(config):
     return max(2, cores - 1)
 
 
+def use_processes(config):
+    """train.loader as a choice: "auto" takes processes from 3 loaders on. On 2 cores processes and threads made
+    batches at 0.90 - 1.26 of each other (bench), and processes take a few seconds to start; with more cores the
+    GIL caps threads (about 40% of an image's time is Python between OpenCV's calls)."""
+    loader = config["train"]["loader"]
+    return loader == "processes" or (loader == "auto" and loader_count(config) >= 3)
+
+
 def generator_args(config, split):
     """BatchGenerator(instances, layout, **generator_args(config, "train" | "valid")); validation batches are
     always at model.input_size."""
@@ -286,7 +294,7 @@ def generator_args(config, split):
     if split == "train":
         return {**common, "times": train["train_times"], "augmentation": augmentation_args(config), "shuffle": True,
                 "count_seen": True, "multi_scale": multi_scale_sizes(config), "epochs": train["nb_epochs"],
-                "stream": True, "processes": train["loader"] == "processes"}  # fmt: skip
+                "stream": True, "processes": use_processes(config)}  # fmt: skip
     return {**common, "times": config["valid"]["valid_times"], "augmentation": None, "shuffle": False,
             "count_seen": False, "multi_scale": None, "epochs": 1, "stream": False}  # fmt: skip
 

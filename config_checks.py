@@ -99,7 +99,7 @@ CHOICES = {
     ("model", "input_channels"): (3, 1),
     ("train", "optimizer"): ("adam", "sgd"),
     ("train", "precision"): ("float32", "mixed_bfloat16", "mixed_float16"),
-    ("train", "loader"): ("processes", "threads"),
+    ("train", "loader"): ("auto", "processes", "threads"),
     ("train", "jit_compile"): ("auto", True, False),
     ("train", "run_eagerly"): (False, True),
     ("train", "sync_batchnorm"): (False, True),

@@ -161,3 +161,36 @@ def test_a_script_without_a_main_guard_is_told_what_to_do(tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode != 0
     assert 'if __name__ == "__main__":' in done.stderr and 'train.loader to "threads"' in done.stderr
+
+
+def test_fit_trains_on_batches_from_loader_processes(tmp_path):
+    import keras
+
+    from frontend import YOLO
+
+    instances = dataset(tmp_path / "data", count=4)
+    yolo = YOLO("MobileNet", 64, LABELS, 6, [1.0, 1.0, 2.0, 2.0], backend_options={"alpha": 0.25},
+                load_pretrained=False, freeze_backend=False)  # fmt: skip
+    with_processes, inline = generators(instances)
+    served = []
+    original = with_processes.process_loader
+
+    def recording():
+        loader = original()
+        served.append(loader)
+        return loader
+
+    with_processes.process_loader = recording
+    yolo.model.compile(optimizer=keras.optimizers.Adam(1e-3), run_eagerly=True)
+    try:
+        history = yolo.model.fit(with_processes, steps_per_epoch=2, epochs=1, verbose=0)
+    finally:
+        with_processes.close()
+    assert served and np.isfinite(history.history["loss"][0])
+
+
+@pytest.mark.parametrize(("loader", "workers", "expected"),
+                         [("auto", 2, False), ("auto", 3, True), ("processes", 2, True), ("threads", 8, False)])  # fmt: skip
+def test_auto_takes_processes_from_three_loaders(loader, workers, expected):
+    args = generator_args(build_config({"train": {"loader": loader, "workers": workers}}), "train")
+    assert args["processes"] is expected and args["workers"] == workers

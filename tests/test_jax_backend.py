@@ -31,7 +31,8 @@ before = np.array(head.kernel)
 yolo.model.compile(optimizer=keras.optimizers.Adam(1e-2))
 instance = {"filename": "tests/data/shapes.jpg", "width": 128, "height": 128,
             "object": [{"name": "a", "difficult": False, "xmin": 10, "ymin": 20, "xmax": 60, "ymax": 90}]}
-args = {**generator_args(config, "train"), "batch_size": 2, "augmentation": None, "shuffle": False}
+args = {**generator_args(config, "train"), "batch_size": 2, "augmentation": None, "shuffle": False, "workers": 2,
+        "processes": True}  # fit fed by loader processes
 history = yolo.model.fit(BatchGenerator([instance], TargetLayout.of(yolo), **args), steps_per_epoch=1, epochs=1, verbose=0,
                          callbacks=[MapEvaluation(yolo, [instance], config)])
 predicted = yolo.predict("tests/data/shapes.jpg", score_threshold=0.0)

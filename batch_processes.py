@@ -74,6 +74,7 @@ class BatchProcesses:
         self.stale = set()  # slots of pending batches nobody will ask for (set_epoch moved on)
         self.failed = {}  # batch -> the traceback of its failure, raised when it is asked for
         self.bad_images = set()
+        self.stopped = None  # why a worker died, once one has: fit may pass it on wrapped in a backend's error
         self.lock = threading.Lock()
         self.buffers = np.ndarray((self.slots, self.slot_bytes), np.uint8, self.memory.buf)
         self._finalizer = weakref.finalize(self, stop_workers, self.workers, self.tasks, self.memory)
@@ -109,8 +110,9 @@ class BatchProcesses:
             hint = (f"it was killed by signal {-code} (out of memory? fewer train.workers need less)" if code < 0
                     else "each loader process imports the script that started training: if yours has no "
                          '`if __name__ == "__main__":` guard, add one')  # fmt: skip
-            raise LoaderProcessError(f'loader process {worker.name} stopped (exit code {code}): {hint}; or set '
-                                     'train.loader to "threads"')  # fmt: skip
+            self.stopped = (f'loader process {worker.name} stopped (exit code {code}): {hint}; or set train.loader '
+                            'to "threads"')  # fmt: skip
+            raise LoaderProcessError(self.stopped)
 
     def _forget_outside(self, window):
         for batch in [b for b in self.done if b not in window]:

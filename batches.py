@@ -73,6 +73,10 @@ class BatchGenerator(BatchMaker, keras.utils.PyDataset):
             self.bad_images = self._process_loader.bad_images  # the unreadable images the processes met
         return self._process_loader
 
+    def stopped_loader(self):
+        """Why a loader process died, or None: fit may raise it inside a backend's own error."""
+        return None if self._process_loader is None else self._process_loader.stopped
+
     def close(self):
         """Stops the loader processes or threads (also done when the generator is collected)."""
         if self._process_loader is not None:

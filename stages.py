@@ -109,6 +109,11 @@ def fit_stages(yolo, config, train_gen, valid_gen, valid_set, run_dir, cache, ve
                       f"{max(initial_epoch, first) + 1} with its last good weights at learning rate "
                       f"x{NAN_RETRY_FACTOR:g}.")  # fmt: skip
                 continue
+            except Exception:  # the backend may wrap a loader's error: say the loader's own
+                if train_gen.stopped_loader() is None:
+                    raise
+                raise TrainingError(f"{train_gen.stopped_loader()}. Completed epochs are saved; continue with: python "
+                                    f"main.py --resume {run_dir}") from None  # fmt: skip
             resume_path, initial_epoch, first_batch, best = resume_file(run_dir)
             initial_epoch = max(initial_epoch, last)  # early stopping ends the stage
 

@@ -189,6 +189,32 @@ def test_fit_trains_on_batches_from_loader_processes(tmp_path):
     assert served and np.isfinite(history.history["loss"][0])
 
 
+def test_a_loader_process_dying_in_a_run_stops_it_with_one_message(tmp_path, demo_like_config):
+    """Under TensorFlow fit gets the loader's error wrapped in an UnknownError: the run says the loader's own words."""
+    import multiprocessing
+
+    import keras
+
+    from stages import TrainingError
+    from training import run_training
+
+    class KillLoader(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                for child in multiprocessing.active_children():
+                    if child.name.startswith("batches-"):
+                        child.kill()
+                        child.join()
+
+    _, config = demo_like_config(tmp_path, nb_epochs=2, train_count=12, valid_count=4, batch_size=2, workers=2,
+                                 loader="processes")  # fmt: skip
+    with pytest.raises(TrainingError) as stopped:
+        run_training(build_config(config), verbose=0, callbacks=[KillLoader()])
+    assert str(stopped.value).startswith("loader process batches-")
+    assert "killed by signal 9" in str(stopped.value) and "python main.py --resume" in str(stopped.value)
+    assert not [child for child in multiprocessing.active_children() if child.name.startswith("batches-")]
+
+
 @pytest.mark.parametrize(("loader", "workers", "expected"),
                          [("auto", 2, False), ("auto", 3, True), ("processes", 2, True), ("threads", 8, False)])  # fmt: skip
 def test_auto_takes_processes_from_three_loaders(loader, workers, expected):

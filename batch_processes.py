@@ -1,8 +1,8 @@
 """Loader processes: training batches built by worker processes straight into shared memory.
 
 Loader threads share one interpreter, and the Python between OpenCV's calls (drawing an image's augmentation, its
-boxes, its targets: 40% of a cached image's time here) holds the GIL: threads cannot pass about 1 / that time however
-many cores the machine has. Processes have no GIL between them. Each one gets the BatchMaker's settings once, opens
+boxes, its targets: about 40% of a cached image's time here, bench's "one loader" line) holds the GIL: threads
+cannot pass about 1 / that time however many cores the machine has. Processes have no GIL between them. Each one gets the BatchMaker's settings once, opens
 the image cache's memory map itself, and writes the batch numbers it is given into a slot of one shared buffer; the
 main process copies a finished batch out, frees its slot and hands the batch to fit. A batch is a function of its
 number alone (batch_maker.py), so it is the same whichever process makes it, and the same as loader threads make it.

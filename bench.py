@@ -6,6 +6,9 @@ For the config's detector (backend, input size, batch, frozen or not) on its tra
   and size too), and from the cache with the other kind of loader; beside them, the same JPEGs decoded and resized
   alone on as many threads: this machine's speed today (shared machines drift by a third from day to day, the
   ratios much less);
+* one loader: cached batches made on one thread with OpenCV on one thread, img/s, and the part of an image's time
+  outside OpenCV's calls (Python and numpy, which hold the GIL): loader threads cannot pass 1 / that time however
+  many cores there are, loader processes scale by cores from the img/s;
 * step: the bare train step on one batch already converted to backend tensors, img/s;
 * fit: `model.fit` through the whole pipeline, img/s (the second epoch: the first one compiles);
   fit / step says how much the pipeline costs the accelerator;
@@ -66,6 +69,44 @@ def loader_kind(generator):
     return "processes" if generator.processes else "threads"
 
 
+OPENCV_CALLS = ("warpAffine", "cvtColor", "transform")  # augmentation's, which release the GIL while they run
+
+
+def one_loader(maker, batches):
+    """maker.make_batch on this thread with OpenCV on one thread -> img/s, ms an image and ms of it outside
+    OPENCV_CALLS (timed by wrapping them for the while)."""
+    inside = 0.0
+
+    def timed(call):
+        def wrapper(*args, **kwargs):
+            nonlocal inside
+            start = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                inside += time.perf_counter() - start
+
+        return wrapper
+
+    originals, threads = {name: getattr(cv2, name) for name in OPENCV_CALLS}, cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        for name, call in originals.items():
+            setattr(cv2, name, timed(call))
+        maker.make_batch(0)  # untimed: first allocations
+        inside, start = 0.0, time.perf_counter()
+        for batch in range(1, batches + 1):
+            maker.make_batch(batch)
+        total = time.perf_counter() - start
+    finally:
+        for name, call in originals.items():
+            setattr(cv2, name, call)
+        cv2.setNumThreads(threads)
+    images = batches * maker.batch_size
+    return {"one_loader_img_s": images / total, "one_loader_ms": 1e3 * total / images,
+            "one_loader_gil_ms": 1e3 * (total - inside) / images}  # fmt: skip
+
+
 def pipeline_rate(generator, steps):
     """Batches read in order from a training stream, as fit reads them (it loads ahead on its own loaders),
     after untimed first batches: the first one of each loader allocates its buffers (processes start)."""
@@ -100,7 +141,8 @@ def run_bench(yolo, config, instances, steps=10, inference_batch=64, latency_run
                                       cache=cache)  # fmt: skip
         # decoding alone first: loaders go on making batches ahead for a moment after they are last asked
         pipelines = {"decode_img_s": decode_rate(instances, layout.input_hw, train_args["workers"],
-                                                 10 * steps * from_jpeg.batch_size)}  # fmt: skip
+                                                 10 * steps * from_jpeg.batch_size),
+                     **one_loader(from_cache, 5 * steps)}  # fmt: skip
         for name, generator in [("pipeline_img_s", from_jpeg), ("pipeline_cache_other_loader_img_s", other_loader),
                                 ("pipeline_cache_img_s", from_cache)]:  # fmt: skip
             pipelines[name] = pipeline_rate(generator, 10 * steps)
@@ -257,6 +299,10 @@ def format_bench(result):
              f"{'  the same with loader ' + result['other_loader']:<34}"
              f"{result['pipeline_cache_other_loader_img_s']:>10.1f} img/s   {result['loader']} / {result['other_loader']} "
              f"{result['pipeline_cache_img_s'] / result['pipeline_cache_other_loader_img_s']:.2f}",
+             f"{'one loader, OpenCV on 1 thread':<34}{result['one_loader_img_s']:>10.1f} img/s   "
+             f"{result['one_loader_ms']:.2f} ms an image, {result['one_loader_gil_ms']:.2f} ms "
+             f"({100 * result['one_loader_gil_ms'] / result['one_loader_ms']:.0f}%) outside OpenCV holding the GIL: "
+             f"loader threads cap near {1e3 / result['one_loader_gil_ms']:,.0f} img/s",
              f"{'train step, synthetic batch':<34}{result['step_img_s']:>10.1f} img/s"
              f"{result['training_tflop_s']:>10.3f} TFLOP/s",
              f"{'fit through the pipeline':<34}{result['fit_img_s']:>10.1f} img/s   fit / step "

@@ -280,7 +280,7 @@ def loader_count(config):
 
 def use_processes(config):
     """train.loader as a choice: "auto" takes processes from 3 loaders on. On 2 cores processes and threads made
-    batches at 0.90 - 1.26 of each other (bench), and processes take a few seconds to start; with more cores the
+    batches at 0.86 - 1.26 of each other (bench), and processes take a few seconds to start; with more cores the
     GIL caps threads (about 40% of an image's time is Python between OpenCV's calls)."""
     loader = config["train"]["loader"]
     return loader == "processes" or (loader == "auto" and loader_count(config) >= 3)

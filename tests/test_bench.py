@@ -8,7 +8,7 @@ import bench_heads
 import main as cli
 from anchors import find_anchors, instance_shapes, to_grid_units
 from bench import bookkeeping
-from config import build_config
+from config import build_config, generator_args
 from datasets import load_datasets
 from demo_data import write_split
 
@@ -24,6 +24,7 @@ def test_bench_reports_consistent_figures(tmp_path, capsys, demo_like_config):
     assert json.loads((tmp_path / "out" / "bench.json").read_text()) == result
     out = capsys.readouterr().out
     assert "input pipeline alone" in out and "fit / step" in out and "latency, batch 1" in out
+    assert f"loader threads cap near {1e3 / result['one_loader_gil_ms']:,.0f} img/s" in out
     for key in ("pipeline_img_s", "decode_img_s", "step_img_s", "fit_img_s", "inference_img_s", "latency_ms"):
         assert result[key] > 0, key
     assert f"{result['pipeline_img_s'] / result['decode_img_s']:.2f} x decode alone" in out
@@ -47,6 +48,37 @@ def test_bench_runs_with_xla_at_the_configured_size_under_multi_scale(tmp_path, 
     out = capsys.readouterr().out
     assert result["jit_compile"] is True and "float32, XLA on" in out  # train.jit_compile reaches model.compile
     assert "train.multi_scale is off for it" in out and result["input_size"] == [64, 64]
+
+
+def test_one_loader_counts_opencv_time_apart_and_puts_opencv_back(tmp_path, monkeypatch):
+    """A warpAffine slowed by 20 ms (one per image) must land in OpenCV's share, not in the GIL-holding part."""
+    import time
+
+    import cv2
+
+    from batch_maker import BatchMaker
+    from bench import OPENCV_CALLS, one_loader
+    from preprocessing import TargetLayout, parse_annotation
+
+    labels = ["ellipse", "rectangle", "triangle"]
+    write_split(str(tmp_path / "data"), 4, seed=5, size=(96, 128))
+    instances, _ = parse_annotation(str(tmp_path / "data" / "annotations"), str(tmp_path / "data" / "images"), labels)
+    args = generator_args(build_config({}), "train")
+    maker = BatchMaker(instances, TargetLayout(labels, (64, 64), (2, 2), [1.0, 1.0, 2.0, 2.0], 6, 3), 2,
+                       args["augmentation"], True, 1, 0, True, None, 1)  # fmt: skip
+    warp = cv2.warpAffine
+
+    def slow_warp(*args, **kwargs):
+        time.sleep(0.02)
+        return warp(*args, **kwargs)
+
+    monkeypatch.setattr(cv2, "warpAffine", slow_warp)
+    originals, threads = {name: getattr(cv2, name) for name in OPENCV_CALLS}, cv2.getNumThreads()
+    result = one_loader(maker, 3)
+    assert {name: getattr(cv2, name) for name in OPENCV_CALLS} == originals and cv2.getNumThreads() == threads
+    assert result["one_loader_ms"] - result["one_loader_gil_ms"] >= 20
+    assert 0 < result["one_loader_gil_ms"] < 20
+    assert result["one_loader_img_s"] * result["one_loader_ms"] == pytest.approx(1e3)
 
 
 def test_bookkeeping_parses_every_file_and_scores_every_detection():

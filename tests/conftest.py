@@ -121,6 +121,43 @@ def plain_batches(default_config):
     return make
 
 
+@pytest.fixture(scope="session")
+def overfit_detector(tmp_path_factory):
+    """MobileNet-0.25 at 128 px overfit on 8 shapes images (no augmentation; VOC mAP about 0.96 on them), trained
+    once for the whole session: the overfitting check and the export tests read it -> (yolo, instances, folder),
+    the folder holding best.weights.h5 and a config.json whose training and validation sets are those images."""
+    import keras
+
+    from batches import BatchGenerator
+    from config import build_config, generator_args, optimizer_args
+    from demo_data import DEMO_LABELS, write_split
+    from frontend import YOLO
+    from optimizer import make_optimizer
+    from preprocessing import TargetLayout, parse_annotation
+
+    folder = tmp_path_factory.mktemp("overfit")
+    write_split(str(folder / "few"), 8, seed=7, size=(128, 128))
+    images, annotations = str(folder / "few" / "images"), str(folder / "few" / "annotations")
+    instances, _ = parse_annotation(annotations, images, DEMO_LABELS)
+    keras.utils.set_random_seed(0)
+    config = build_config({"model": {"backend": "MobileNet", "backend_options": {"alpha": 0.25}, "input_size": 128,
+                                     "labels": DEMO_LABELS, "max_box_per_image": 6, "freeze_backend": False,
+                                     "anchors": [0.6, 0.6, 0.87, 1.6, 1.6, 0.87, 1.33, 1.33]}})  # fmt: skip
+    yolo = YOLO.from_config(config, load_pretrained=False)
+    args = {**generator_args(config, "train"), "batch_size": 8, "times": 5, "workers": 1, "augmentation": None,
+            "stream": False}  # fmt: skip
+    data = BatchGenerator(instances, TargetLayout.of(yolo), **args)
+    epochs = 100
+    settings = {**optimizer_args(config), "learning_rate": 1e-2, "burn_in": 20, "lr_schedule": "cosine"}
+    yolo.model.compile(optimizer=make_optimizer(epochs * len(data), **settings))
+    yolo.model.fit(data, steps_per_epoch=len(data), epochs=epochs, verbose=0)
+    yolo.save_weights(str(folder / "best.weights.h5"))
+    config["train"].update(train_image_folder=images, train_annot_folder=annotations, runs_dir=str(folder / "runs"))
+    config["valid"].update(valid_image_folder=images, valid_annot_folder=annotations)
+    (folder / "config.json").write_text(json.dumps(config))
+    return yolo, instances, folder
+
+
 def run_under_jax(script, *args):
     """Runs `script` in a fresh Python under KERAS_BACKEND=jax (the backend is fixed at import) -> the JSON
     object its last output line holds."""

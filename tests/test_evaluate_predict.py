@@ -16,7 +16,9 @@ from errors import UserError
 from frontend import YOLO
 from predict import predict_stream
 
-pytestmark = pytest.mark.slow  # every test here uses a trained run (the module fixture trains one)
+# every test here uses a trained run (the module fixture trains one); under xdist they share one worker, so it is
+# trained once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("evaluate_predict")]
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,20 @@ import os
 import subprocess
 import sys
 
-import keras
 import numpy as np
 import pytest
 
 import main as cli
-from batches import BatchGenerator
-from config import build_config, generator_args, optimizer_args
-from demo_data import write_split
 from deployed import DeployedModelError, load
 from evaluate import evaluate_detections
 from export import ExportError, agreement, check, default_path, export, export_graph
 from frontend import YOLO
 from images import decode_image
-from optimizer import make_optimizer
-from preprocessing import TargetLayout, parse_annotation
 
 pytest.importorskip("onnxruntime", reason="requirements-deploy.txt")
-pytestmark = pytest.mark.slow  # the module fixture trains a detector and exports it six times (about 80 s)
+# the session's overfit detector (conftest.py), exported six times by the module fixture; under xdist these tests
+# share a worker with test_train.py's overfitting check, so the detector is trained once
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("overfit_detector")]
 
 LABELS = ["ellipse", "rectangle", "triangle"]
 FLOOR = {"score_threshold": 0.005, "nms_threshold": 0.45, "max_detections": 50}  # many boxes: a hard comparison
@@ -42,28 +38,11 @@ print(json.dumps({k: np.asarray(v).tolist() for k, v in out.items()}))
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """MobileNet-0.25 at 128 px overfit on 8 shapes images (no augmentation; VOC mAP about 0.96 on them), its
-    weights and a config whose training and validation sets are those images -> (yolo, instances, folder)."""
-    folder = tmp_path_factory.mktemp("trained")
-    write_split(str(folder / "few"), 8, seed=7, size=(128, 128))
-    instances, _ = parse_annotation(str(folder / "few" / "annotations"), str(folder / "few" / "images"), LABELS)
-    keras.utils.set_random_seed(0)
-    config = build_config({"model": {"backend": "MobileNet", "backend_options": {"alpha": 0.25}, "input_size": 128,
-                                     "labels": LABELS, "max_box_per_image": 6, "freeze_backend": False,
-                                     "anchors": [0.6, 0.6, 0.87, 1.6, 1.6, 0.87, 1.33, 1.33]}})  # fmt: skip
-    yolo = YOLO.from_config(config, load_pretrained=False)
-    args = {**generator_args(config, "train"), "batch_size": 8, "times": 4, "workers": 1, "augmentation": None,
-            "stream": False}  # fmt: skip
-    data = BatchGenerator(instances, TargetLayout.of(yolo), **args)
-    epochs = 80
-    settings = {**optimizer_args(config), "learning_rate": 1e-2, "burn_in": 20, "lr_schedule": "cosine"}
-    yolo.model.compile(optimizer=make_optimizer(epochs * len(data), **settings))
-    yolo.model.fit(data, steps_per_epoch=len(data), epochs=epochs, verbose=0)
-    yolo.save_weights(str(folder / "best.weights.h5"))
-    images, annotations = str(folder / "few" / "images"), str(folder / "few" / "annotations")
-    config["train"].update(train_image_folder=images, train_annot_folder=annotations, runs_dir=str(folder / "runs"))
-    config["valid"].update(valid_image_folder=images, valid_annot_folder=annotations, **FLOOR)
+def trained(overfit_detector):
+    """The session's overfit detector (conftest.py), its config with the AP floor's detection settings."""
+    yolo, instances, folder = overfit_detector
+    config = json.loads((folder / "config.json").read_text())
+    config["valid"].update(FLOOR)
     (folder / "config.json").write_text(json.dumps(config))
     return yolo, instances, folder
 

@@ -120,29 +120,16 @@ def test_training_run_writes_its_outputs_and_resumes(tmp_path, demo_like_config)
 
 
 @pytest.mark.slow
-def test_overfits_a_few_images(tmp_path, plain_batches, default_config):
-    """A few images, no augmentation: the trained model must find every box (IoU >= 0.5, right class)."""
-    import keras
+@pytest.mark.xdist_group("overfit_detector")  # the export tests' worker: the detector is trained once
+def test_overfits_a_few_images(overfit_detector):
+    """A few images, no augmentation: the trained model must find every box (IoU >= 0.5, right class). The
+    detector is the session's (conftest.py), which the export tests also read."""
     from numpy_detect import box_iou
 
-    from config import optimizer_args
     from detections import detect_files
-    from optimizer import make_optimizer
-    from preprocessing import parse_annotation
 
-    write_split(str(tmp_path / "few"), 6, seed=7, size=(128, 128))
-    labels = ["ellipse", "rectangle", "triangle"]
-    instances, _ = parse_annotation(str(tmp_path / "few" / "annotations"), str(tmp_path / "few" / "images"), labels)
-    keras.utils.set_random_seed(0)
-    yolo = YOLO(backend="MobileNet", backend_options={"alpha": 0.25}, input_size=128, labels=labels,
-                max_box_per_image=6, anchors=[0.6, 0.6, 0.87, 1.6, 1.6, 0.87, 1.33, 1.33], freeze_backend=False,
-                load_pretrained=False)  # fmt: skip
-    data = plain_batches(instances, yolo, batch_size=6, times=5)
-    epochs = 80
-    settings = {**optimizer_args(default_config), "learning_rate": 1e-2, "burn_in": 20, "lr_schedule": "cosine"}
-    yolo.model.compile(optimizer=make_optimizer(epochs * len(data), **settings))
-    yolo.model.fit(data, steps_per_epoch=len(data), epochs=epochs, verbose=0)
-
+    yolo, instances, _ = overfit_detector
+    labels = yolo.labels
     found = total = 0
     detected = detect_files(yolo, [i["filename"] for i in instances], {"score_threshold": 0.3, "nms_threshold": 0.45,
                                                                          "max_detections": 300})  # fmt: skip

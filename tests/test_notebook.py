@@ -26,7 +26,9 @@ def test_notebook_is_stored_without_outputs():
 def test_notebook_trains_evaluates_and_exports_the_demo(tmp_path):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     parameters = next(k for k, cell in enumerate(notebook.cells) if "parameters" in cell.metadata.get("tags", []))
-    overrides = f"EPOCHS = 2\nDEMO_IMAGES = 48\nRUNS_DIR = {str(tmp_path / 'runs')!r}\n"  # papermill's injected-parameters cell
+    overrides = (
+        f"EPOCHS = 2\nDEMO_IMAGES = 48\nRUNS_DIR = {str(tmp_path / 'runs')!r}\n"  # papermill's injected-parameters cell
+    )
     notebook.cells.insert(parameters + 1, nbformat.v4.new_code_cell(overrides, metadata={"tags": ["injected"]}))
     client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
                                      resources={"metadata": {"path": ROOT}})  # fmt: skip

@@ -163,6 +163,7 @@ def test_a_script_without_a_main_guard_is_told_what_to_do(tmp_path):
     assert 'if __name__ == "__main__":' in done.stderr and 'train.loader to "threads"' in done.stderr
 
 
+@pytest.mark.slow  # trains a model
 def test_fit_trains_on_batches_from_loader_processes(tmp_path):
     import keras
 
@@ -189,6 +190,7 @@ def test_fit_trains_on_batches_from_loader_processes(tmp_path):
     assert served and np.isfinite(history.history["loss"][0])
 
 
+@pytest.mark.slow  # trains a model
 def test_a_loader_process_dying_in_a_run_stops_it_with_one_message(tmp_path, demo_like_config):
     """Under TensorFlow fit gets the loader's error wrapped in an UnknownError: the run says the loader's own words."""
     import multiprocessing

@@ -95,7 +95,8 @@ def test_classification_prefix_converts_the_layers_it_covers(tmp_path):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (lambda data: data[:-12], "ends inside convolutional layer 23"),
+        # each builds the full yolov2-voc model (a large backbone)
+        pytest.param(lambda data: data[:-12], "ends inside convolutional layer 23", marks=pytest.mark.slow),
         pytest.param(
             lambda data: data + b"\0" * 8, r"2 values \(8 bytes\) left after the last layer", marks=pytest.mark.slow
         ),

@@ -83,10 +83,12 @@ def measure_tests():
     with tempfile.TemporaryDirectory() as folder:
         clone = fresh_clone(folder)
         for name, extra in (("quick subset (-m 'not slow')", ["-m", "not slow"]), ("whole suite", [])):
-            seconds, code = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra], clone,
-                                  os.path.join(folder, "tests.log"))  # fmt: skip
-            tail = open(os.path.join(folder, "tests.log")).read().strip().splitlines()[-1]
-            print(f"{name}: {minutes(seconds)} ({tail}){'' if code == 0 else f', exit {code}'}")
+            seconds, code = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=25",
+                                   *extra], clone, os.path.join(folder, "tests.log"))  # fmt: skip
+            lines = open(os.path.join(folder, "tests.log")).read().strip().splitlines()
+            print(f"{name}: {minutes(seconds)} ({lines[-1]}){'' if code == 0 else f', exit {code}'}")
+            slowest = [line for line in lines if line.split("s ", 1)[0].replace(".", "").isdigit()]
+            print("  the 25 slowest:\n" + "\n".join("  " + line for line in slowest[:25]))
 
 
 def main():

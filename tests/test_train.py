@@ -144,6 +144,7 @@ def test_overfits_a_few_images(overfit_detector):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # the suite's longest test: 265-300 s beside the other worker here, 555 s on a slow day
 def test_demo_learns_on_a_reduced_budget(tmp_path):
     """The demo's recipe on 80% of its images and epochs still reaches a real mAP (0.81 measured)."""
     from demo_data import ensure_demo_dataset

@@ -144,25 +144,12 @@ def test_overfits_a_few_images(overfit_detector):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # the suite's longest test: 265-300 s beside the other worker here, 555 s on a slow day
-def test_demo_learns_on_a_reduced_budget(tmp_path):
-    """The demo's recipe on 80% of its images and epochs still reaches a real mAP (0.81 measured)."""
-    from demo_data import ensure_demo_dataset
+def test_the_recipe_learns_to_detect_shapes_it_never_saw(tmp_path):
+    """The learning check (tests/learning_check.py): the demo's config, from a backbone that learned shapes, trains a
+    new head on 200 new images; its mAP on 60 more goes from near 0 after the first epoch to >= 0.5 after the 8th.
+    `python tests/learning_check.py` measured seeds 0-4 here: 0.06-0.13 after epoch 1, 0.60-0.68 after epoch 8,
+    34-38 s each. The demo itself, from a random backbone: scripts/readme_figures.py."""
+    from learning_check import learn
 
-    with open(os.path.join(ROOT, "configs", "demo.json")) as f:
-        config = json.load(f)
-    data = tmp_path / "demo"
-    ensure_demo_dataset(str(data), train_count=800, valid_count=100)
-    config["train"].update(
-        demo_dataset=str(data),
-        train_image_folder=str(data / "train" / "images"),
-        train_annot_folder=str(data / "train" / "annotations"),
-        nb_epochs=40,
-        runs_dir=str(tmp_path / "runs"),
-        prediction_images=1,
-    )
-    config["valid"].update(valid_image_folder=str(data / "valid" / "images"),
-                           valid_annot_folder=str(data / "valid" / "annotations"))  # fmt: skip
-    (tmp_path / "demo.json").write_text(json.dumps(config))
-    results = cli.main(["--config", str(tmp_path / "demo.json"), "--verbose", "0"])
-    assert results["map"] >= 0.5, results["map"]
+    first, last, _ = learn(str(tmp_path))
+    assert first < 0.25 and last >= 0.5, (first, last)

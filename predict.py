@@ -92,8 +92,11 @@ def predict_images(yolo, paths, out_dir, detection_args):
             os.path.join(out_dir, os.path.splitext(name)[0] + ".jpg"), draw_boxes(image, *detection, yolo.labels)
         )
         records += detection_records(name, detection, yolo.labels)
+    skipped = ", ".join(map(printable, unreadable[:5]))
+    if len(unreadable) == len(paths):  # an exit code of 0 with no output would read as "no objects found"
+        raise PredictionError(f"Nothing predicted: none of the {len(paths)} image file(s) could be read ({skipped})")
     if unreadable:
-        print(f"Skipped {len(unreadable)} unreadable image(s): {', '.join(map(printable, unreadable[:5]))}")
+        print(f"Skipped {len(unreadable)} unreadable image(s): {skipped}")
     print(f"{len(records)} detections in {len(paths) - len(unreadable)} image(s).")
     if not records:
         highest = max_score(yolo, paths[:32])

@@ -107,3 +107,19 @@ def test_training_evaluation_and_prediction_survive_the_corpus(corpus, tmp_path,
     assert b"k\xe4nguru.jpg" in written and "a b ü.jpg".encode() in written
     assert {r["image"] for r in records} >= {"cmyk.jpg", "large.jpg", os.fsdecode(b"k\xe4nguru.jpg")}
     assert cv2.imdecode(np.fromfile(os.path.join(tmp_path / "p", "large.jpg"), np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+def test_prediction_on_nothing_readable_is_one_error_not_a_silent_success(tmp_path):
+    """Image names that hold no image (a FIFO, text), in a folder or given alone: main.py's exit 2 and one line."""
+    from frontend import YOLO
+    from predict import PredictionError, run_prediction
+
+    yolo = YOLO("MobileNet", 64, ["a"], 2, [1, 1], backend_options={"alpha": 0.25}, load_pretrained=False)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    os.mkfifo(folder / "fifo.jpg")
+    (folder / "text.png").write_text("not an image")
+    detection_args = {"score_threshold": 0.3, "nms_threshold": 0.45, "max_detections": 10}
+    for source, count in ((folder, 2), (folder / "fifo.jpg", 1)):
+        with pytest.raises(PredictionError, match=rf"Nothing predicted: none of the {count} image file\(s\) could"):
+            run_prediction(yolo, str(source), str(tmp_path / "out"), detection_args)

@@ -1,6 +1,6 @@
 """The suite's learning check: does the training recipe turn a backbone into a detector for images it never saw?
 
-Training MobileNet-0.25 from scratch to a real mAP takes the demo's 30,000-50,000 images (4-8 minutes on 2 cores;
+Training MobileNet-0.25 from scratch to a real mAP takes the demo's 30,000-50,000 images (minutes on 2 cores;
 `scripts/readme_figures.py demo` measures the whole demo). Here the backbone starts from one that has learned the
 demo's shapes (tests/data/shapes_mobilenet_backend.h5, written by scripts/shapes_backbone.py from a demo run) and the
 demo's config trains it, unfrozen, with a new head on 200 images it was never shown, 8 epochs; the mAP on 60 more

@@ -10,6 +10,10 @@ import warnings
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# XLA's CPU backend without LLVM's optimization passes, for the suite's JAX processes and TensorFlow's jit_compile:
+# the tests' programs are tiny and run a few steps, so compiling them is most of their time (JAX's tests: 142 s ->
+# 118 s), and the numbers they compute do not change (a replica run's loss to the last digit)
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
@@ -182,6 +186,24 @@ def overfit_detector(tmp_path_factory):
     config["valid"].update(valid_image_folder=images, valid_annot_folder=annotations)
     (folder / "config.json").write_text(json.dumps(config))
     return yolo, instances, folder
+
+
+@pytest.fixture(scope="session")
+def one_device_run(tmp_path_factory):
+    """one_device_run(engine) -> tests/replica_run.py on cpu:0 under "tensorflow" or "jax", run once per session
+    (per xdist worker: the tests that compare with it share the "replica_runs" group): the update that the
+    multi-device (test_distribution.py) and several-machine (test_cluster.py) runs must make."""
+    from test_distribution import TWO_JAX_CPUS, replica_run
+
+    runs = {}
+
+    def run(engine):
+        if engine not in runs:
+            env = TWO_JAX_CPUS if engine == "jax" else {}  # two JAX CPU devices, one of them used
+            runs[engine] = replica_run(tmp_path_factory.mktemp(f"one_{engine}"), "cpu:0", env=env)
+        return runs[engine]
+
+    return run
 
 
 def run_under_jax(script, *args):

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import ENV, ROOT
-from test_distribution import REPLICA_RUN, largest_difference, replica_run
+from test_distribution import REPLICA_RUN, largest_difference
 
 from cluster import ClusterError, keras_worker, tf_config_worker
 
@@ -119,8 +119,9 @@ def test_only_auto_devices_are_taken_on_several_machines(monkeypatch):
 
 
 @pytest.mark.slow
-def test_two_tensorflow_workers_make_the_one_process_update_and_only_the_chief_writes(tmp_path):
-    one = replica_run(tmp_path / "one", "cpu:0", "sync")
+@pytest.mark.xdist_group("replica_runs")
+def test_two_tensorflow_workers_make_the_one_process_update_and_only_the_chief_writes(tmp_path, one_device_run):
+    one = one_device_run("tensorflow")  # sync_batchnorm, which the workers use, is the same update on one device
     (code0, chief), (code1, worker) = cluster_run([tmp_path / "w0", tmp_path / "w1"], "sync")
     assert code0 == code1 == 0, (chief.get("error"), worker.get("error"))
     assert ("MultiWorkerMirroredStrategy over 2 workers x 1 replicas (cpu:0 here; this is worker 0, the chief, "
@@ -158,8 +159,9 @@ def test_two_tensorflow_workers_make_the_one_process_update_and_only_the_chief_w
 
 
 @pytest.mark.slow
-def test_two_jax_processes_make_the_one_process_update_and_only_the_chief_writes(tmp_path):
-    one = replica_run(tmp_path / "one", "cpu:0", env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"})
+@pytest.mark.xdist_group("replica_runs")
+def test_two_jax_processes_make_the_one_process_update_and_only_the_chief_writes(tmp_path, one_device_run):
+    one = one_device_run("jax")
     (code0, chief), (code1, worker) = cluster_run([tmp_path / "w0", tmp_path / "w1"], engine="jax")
     assert code0 == code1 == 0, (chief.get("error"), worker.get("error"))
     assert ("DataParallel over 2 workers x 1 replicas (cpu:0 here; this is worker 0, the chief, which writes the "

@@ -18,7 +18,8 @@ from config_checks import ConfigError
 from distribution import DeviceError, parse_devices, place
 
 REPLICA_RUN = os.path.join(ROOT, "tests", "replica_run.py")
-TWO_JAX_CPUS = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+TWO_JAX_CPUS = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
+                "XLA_FLAGS": f"{ENV['XLA_FLAGS']} --xla_force_host_platform_device_count=2"}  # fmt: skip
 
 
 def replica_run(folder, devices, *options, env=()):
@@ -73,8 +74,9 @@ def test_train_devices_and_sync_batchnorm_are_checked_with_the_config():
 
 
 @pytest.mark.slow
-def test_mirrored_strategy_on_two_devices_makes_the_one_device_update(tmp_path):
-    one = replica_run(tmp_path / "one", "cpu:0")
+@pytest.mark.xdist_group("replica_runs")
+def test_mirrored_strategy_on_two_devices_makes_the_one_device_update(tmp_path, one_device_run):
+    one = one_device_run("tensorflow")
     two = replica_run(tmp_path / "two", "cpu:0,cpu:1", "sync")
     assert one["device_row"].endswith("OneDeviceStrategy (cpu:0), batch 4"), one["device_row"]
     assert ("MirroredStrategy over 2 replicas (cpu:0, cpu:1), global batch 4 = 2 per replica; BatchNorm statistics: "
@@ -91,8 +93,9 @@ def test_mirrored_strategy_on_two_devices_makes_the_one_device_update(tmp_path):
 
 
 @pytest.mark.slow
-def test_jax_data_parallel_on_two_devices_makes_the_one_device_update(tmp_path):
-    one = replica_run(tmp_path / "one", "cpu:0", env=TWO_JAX_CPUS)
+@pytest.mark.xdist_group("replica_runs")
+def test_jax_data_parallel_on_two_devices_makes_the_one_device_update(tmp_path, one_device_run):
+    one = one_device_run("jax")
     two = replica_run(tmp_path / "two", "cpu:0,cpu:1", env=TWO_JAX_CPUS)
     assert ("DataParallel over 2 replicas (cpu:0, cpu:1), global batch 4 = 2 per replica; BatchNorm statistics: "
             "global batch") in two["device_row"]  # fmt: skip

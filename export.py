@@ -123,35 +123,66 @@ def export(yolo, path, detection_args, format="saved_model", quantization="float
     """Writes the model to `path` and its description beside it (a file or folder already there is replaced
     only once the new one is complete), then runs the written file on `check_images` (RGB arrays; random pixels
     when none) against the Keras graph. `calibration_images` (RGB arrays) calibrate int8. -> the comparison."""
-    if keras.backend.backend() != "tensorflow":
-        raise ExportError(f"export converts TensorFlow graphs; run it with KERAS_BACKEND=tensorflow (now: "
-                          f"{keras.backend.backend()}). The files it writes run anywhere.")  # fmt: skip
-    if format not in FORMATS or quantization not in QUANTIZATIONS:
-        raise ExportError(f"Unknown export {format} {quantization}: formats {FORMATS}, TFLite types {QUANTIZATIONS}")
-    if quantization != "float32" and format != "tflite":
-        raise ExportError(f"{quantization} is a TFLite setting; {format} exports are float32")
-    if quantization == "int8" and not len(calibration_images):
-        raise ExportError("int8 needs calibration images (the training images, or --calibration FOLDER)")
-    model = export_graph(yolo, **detection_args, raw=raw)
-    partial = path.rstrip("/\\") + ".partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if format == "saved_model":
-        model.export(partial, format="tf_saved_model", verbose=False)
-    elif format == "tflite":
-        calibration = network_inputs(yolo, calibration_images) if quantization == "int8" else None
-        write_tflite(model, partial, quantization, calibration)
-    else:
-        write_onnx(model, partial)
-    description = describe(yolo, model, format, quantization, **detection_args, raw=raw)
-    with atomic_write(description_path(partial) if format == "saved_model" else description_path(path)) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(description, f, indent=2)
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    os.replace(partial, path)
-    x = network_inputs(yolo, check_images) if len(check_images) else random_inputs(yolo)
-    return check(path, model, x, quantization)
+    with Exporter(yolo, detection_args, raw) as exporter:
+        return exporter.write(path, format, quantization, check_images, calibration_images)
+
+
+class Exporter:
+    """One detector's export graph, written to as many files as asked: its SavedModel is traced once and every
+    TFLite file is converted from it (tracing is most of a TFLite export's time: 8 of 13 s for the demo's detector
+    on 2 cores). export() writes one file; the test suite writes six from one Exporter."""
+
+    def __init__(self, yolo, detection_args, raw=False):
+        if keras.backend.backend() != "tensorflow":
+            raise ExportError(f"export converts TensorFlow graphs; run it with KERAS_BACKEND=tensorflow (now: "
+                              f"{keras.backend.backend()}). The files it writes run anywhere.")  # fmt: skip
+        self.yolo, self.detection_args, self.raw = yolo, detection_args, raw
+        self.model = export_graph(yolo, **detection_args, raw=raw)
+        self.folder = tempfile.TemporaryDirectory()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.folder.cleanup()
+
+    def saved_model(self):
+        """The graph's SavedModel, traced and written on first use."""
+        path = os.path.join(self.folder.name, "saved_model")
+        if not os.path.exists(path):
+            self.model.export(path, format="tf_saved_model", verbose=False)
+        return path
+
+    def write(self, path, format="saved_model", quantization="float32", check_images=(), calibration_images=()):
+        """As export() above, with this exporter's graph."""
+        if format not in FORMATS or quantization not in QUANTIZATIONS:
+            raise ExportError(
+                f"Unknown export {format} {quantization}: formats {FORMATS}, TFLite types {QUANTIZATIONS}"
+            )
+        if quantization != "float32" and format != "tflite":
+            raise ExportError(f"{quantization} is a TFLite setting; {format} exports are float32")
+        if quantization == "int8" and not len(calibration_images):
+            raise ExportError("int8 needs calibration images (the training images, or --calibration FOLDER)")
+        yolo, model = self.yolo, self.model
+        partial = path.rstrip("/\\") + ".partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if format == "saved_model":
+            shutil.copytree(self.saved_model(), partial)
+        elif format == "tflite":
+            calibration = network_inputs(yolo, calibration_images) if quantization == "int8" else None
+            write_tflite(self.saved_model(), network_scope(model), partial, quantization, calibration)
+        else:
+            write_onnx(model, partial)
+        description = describe(yolo, model, format, quantization, **self.detection_args, raw=self.raw)
+        with atomic_write(description_path(partial) if format == "saved_model" else description_path(path)) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(description, f, indent=2)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        os.replace(partial, path)
+        x = network_inputs(yolo, check_images) if len(check_images) else random_inputs(yolo)
+        return check(path, model, x, quantization)
 
 
 def network_inputs(yolo, images):
@@ -162,26 +193,25 @@ def random_inputs(yolo, count=4):
     return np.random.default_rng(0).integers(0, 256, (count, *yolo.input_shape), dtype=np.uint8)
 
 
-def write_tflite(model, path, quantization, calibration):
-    """Converted from a SavedModel of `model`, with builtin ops only. int8: the network runs in int8 end to end
-    (weights and activations, calibrated on `calibration`); decoding and NMS stay float, as quantizing boxes and
-    scores before NMS cost the demo 0.17 mAP (0.92 -> 0.75) where the network alone costs 0.003."""
+def write_tflite(saved_model, scope, path, quantization, calibration):
+    """Converted from the export graph's SavedModel, with builtin ops only. int8: the network (the ops named in
+    `scope`) runs in int8 end to end (weights and activations, calibrated on `calibration`); decoding and NMS stay
+    float, as quantizing boxes and scores before NMS cost the demo 0.17 mAP (0.92 -> 0.75) where the network alone
+    costs 0.003."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory() as folder:
-        model.export(folder, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        if quantization in ("float16", "dynamic"):
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quantization == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        try:
-            blob = converter.convert()
-        except Exception as e:  # the converter raises ConverterError and plain exceptions alike
-            raise ExportError(f"TFLite conversion failed: {str(e)[-2000:]}") from None
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization in ("float16", "dynamic"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    try:
+        blob = converter.convert()
+    except Exception as e:  # the converter raises ConverterError and plain exceptions alike
+        raise ExportError(f"TFLite conversion failed: {str(e)[-2000:]}") from None
     if quantization == "int8":
-        blob = int8_network(blob, network_scope(model), calibration)
+        blob = int8_network(blob, scope, calibration)
     with open(path, "wb") as f:
         f.write(blob)
 

@@ -13,7 +13,7 @@ import pytest
 import main as cli
 from deployed import DeployedModelError, load
 from evaluate import evaluate_detections
-from export import ExportError, agreement, check, default_path, export, export_graph
+from export import Exporter, ExportError, agreement, check, default_path, export, export_graph
 from frontend import YOLO
 from images import decode_image
 
@@ -53,10 +53,10 @@ def exported(trained):
     yolo, instances, folder = trained
     images = [decode_image(i["filename"]) for i in instances]
     written = {}
-    for variant, (format, quantization) in VARIANTS.items():
-        path = default_path(str(folder / "best.weights.h5"), format, quantization)
-        written[variant] = path, export(yolo, path, FLOOR, format, quantization, check_images=images[:4],
-                                        calibration_images=images)  # fmt: skip
+    with Exporter(yolo, FLOOR) as exporter:  # export() in all but the SavedModel's trace, done once here
+        for variant, (format, quantization) in VARIANTS.items():
+            path = default_path(str(folder / "best.weights.h5"), format, quantization)
+            written[variant] = path, exporter.write(path, format, quantization, images[:4], images)
     return written
 
 

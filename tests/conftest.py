@@ -86,9 +86,9 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session", autouse=True)
 def jax_compilation_cache(tmp_path_factory):
-    """One JAX compilation cache on disk for every JAX process the session starts (both xdist workers'). The
-    tiny runs execute eagerly, and under JAX each distinct op is an XLA compile: 19 s of a 35 s replica run here,
-    15 s for the same run once another process has written the cache."""
+    """One JAX compilation cache on disk for every JAX process the session starts (both xdist workers'). A JAX
+    process compiles its jitted steps and every op run outside them (variable initializers, metrics) with XLA: a
+    replica run took 28 s here, 16 s once another process had written the cache."""
     base = tmp_path_factory.getbasetemp()
     folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "jax-cache"
     cache = {

@@ -27,8 +27,8 @@ def main():
         overrides = f"RUNS_DIR = {os.path.join(folder, 'runs')!r}\n"  # the one parameter changed
         notebook.cells.insert(parameters + 1, nbformat.v4.new_code_cell(overrides, metadata={"tags": ["injected"]}))
         start = time.time()
-        nbclient.NotebookClient(notebook, timeout=None, kernel_name="python3",
-                                resources={"metadata": {"path": ROOT}}).execute()  # fmt: skip
+        client = nbclient.NotebookClient(notebook, kernel_name="python3", resources={"metadata": {"path": ROOT}})
+        client.execute()
     steps = notebook.cells[-1].outputs[-1]["text"].strip().splitlines()[-1]
     print(f"step seconds: {steps}; whole notebook {time.time() - start:.0f} s on {os.cpu_count()} CPUs")
 

@@ -188,13 +188,30 @@ def overfit_detector(tmp_path_factory):
     return yolo, instances, folder
 
 
+# tests/replica_run.py: a tiny training run on the devices given, in a fresh process (test_distribution.py,
+# test_cluster.py)
+REPLICA_RUN = os.path.join(ROOT, "tests", "replica_run.py")
+TWO_JAX_CPUS = {
+    "KERAS_BACKEND": "jax",
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": f"{ENV['XLA_FLAGS']} --xla_force_host_platform_device_count=2",
+}
+
+
+def replica_run(folder, devices, *options, env=()):
+    """tests/replica_run.py in a fresh process -> its JSON: the start block's device row, the epoch's logged
+    losses, every variable of last.weights.h5."""
+    done = subprocess.run([sys.executable, REPLICA_RUN, str(folder), devices, "2", *options], cwd=ROOT,
+                          env={**ENV, **dict(env)}, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="session")
 def one_device_run(tmp_path_factory):
     """one_device_run(engine) -> tests/replica_run.py on cpu:0 under "tensorflow" or "jax", run once per session
     (per xdist worker: the tests that compare with it share the "replica_runs" group): the update that the
     multi-device (test_distribution.py) and several-machine (test_cluster.py) runs must make."""
-    from test_distribution import TWO_JAX_CPUS, replica_run
-
     runs = {}
 
     def run(engine):

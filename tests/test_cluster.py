@@ -10,8 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ENV, ROOT
-from test_distribution import REPLICA_RUN, largest_difference
+from conftest import ENV, REPLICA_RUN, ROOT
+from test_distribution import largest_difference
 
 from cluster import ClusterError, keras_worker, tf_config_worker
 

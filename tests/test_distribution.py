@@ -4,31 +4,16 @@ The CPU is split into two logical devices in fresh processes (tests/replica_run.
 set_logical_device_configuration, JAX by XLA_FLAGS=--xla_force_host_platform_device_count=2.
 """
 
-import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ENV, ROOT
+from conftest import ENV, ROOT, TWO_JAX_CPUS, replica_run
 
 from config import build_config
 from config_checks import ConfigError
 from distribution import DeviceError, parse_devices, place
-
-REPLICA_RUN = os.path.join(ROOT, "tests", "replica_run.py")
-TWO_JAX_CPUS = {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu",
-                "XLA_FLAGS": f"{ENV['XLA_FLAGS']} --xla_force_host_platform_device_count=2"}  # fmt: skip
-
-
-def replica_run(folder, devices, *options, env=()):
-    """tests/replica_run.py in a fresh process -> its JSON: the start block's device row, the epoch's logged
-    losses, every variable of last.weights.h5."""
-    done = subprocess.run([sys.executable, REPLICA_RUN, str(folder), devices, "2", *options], cwd=ROOT,
-                          env={**ENV, **dict(env)}, capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def largest_difference(a, b, optimizer=False):
